@@ -1,0 +1,32 @@
+"""Errors a user can act on: each message names the cause and the fix.
+
+The CLI prints these without a traceback and exits with status 2; anything else is a bug.
+"""
+
+
+class SeqvisionError(Exception):
+    """Base class for every error caused by input the user can correct."""
+
+
+class ConfigError(SeqvisionError):
+    """A training or evaluation option is out of range or unknown."""
+
+
+class DatasetError(SeqvisionError):
+    """Dataset files are missing, corrupt, or cannot be downloaded."""
+
+
+class RunFolderError(SeqvisionError):
+    """A path given as a run folder is not one, or is incomplete."""
+
+
+class InputShapeError(SeqvisionError, ValueError):
+    """A model received a batch whose shape differs from the images it was built for."""
+
+
+class TrainingDivergedError(SeqvisionError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(SeqvisionError):
+    """Training was stopped by Ctrl-C after saving a resumable checkpoint."""
