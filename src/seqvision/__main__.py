@@ -1,0 +1,3 @@
+from seqvision.cli import main
+
+raise SystemExit(main())

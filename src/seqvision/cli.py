@@ -1,0 +1,129 @@
+"""The `seqvision` command: parses arguments, then calls the library API. No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from seqvision import __version__
+from seqvision.config import ACCELERATORS, OPTIMIZERS, SCANS, SCHEDULERS, TrainConfig
+from seqvision.errors import SeqvisionError, TrainingInterrupted
+
+TRAIN_HELP = {
+    "model": "model name (see `seqvision models`)",
+    "dataset": "dataset name (see `seqvision datasets`)",
+    "scan": f"how images become sequences: {', '.join(SCANS)}",
+    "hidden": "recurrent hidden units",
+    "layers": "stacked recurrent layers",
+    "dropout": "dropout before the classifier, in [0, 1)",
+    "epochs": "training epochs",
+    "batch_size": "training batch size",
+    "optimizer": f"one of {', '.join(OPTIMIZERS)}",
+    "lr": "learning rate (the peak rate for onecycle)",
+    "weight_decay": "weight decay (decoupled for adam)",
+    "clip_grad": "clip the gradient norm to this value; 0 turns clipping off",
+    "scheduler": f"learning-rate schedule: {', '.join(SCHEDULERS)}",
+    "early_stop": "stop after this many epochs without a better validation loss; 0 turns it off",
+    "seed": "random seed: the same seed, data and config give the same metrics on the CPU",
+    "val_fraction": "stratified part of the training set held out for validation",
+    "val_on_test": "validate on the test set, as seed 002 does (its test accuracy is then optimistic)",
+    "train_limit": "use only the first N training images (0: all), for quick runs",
+    "test_limit": "use only the first N test images (0: all)",
+    "accelerator": f"one of {', '.join(ACCELERATORS)}; auto uses a GPU when one is visible",
+    "data_dir": "dataset root (one folder per dataset) or a folder holding the files; "
+                "default: $SEQVISION_DATA, then ~/.cache/seqvision, then download",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seqvision", description="Classify images with recurrent neural networks.")
+    parser.add_argument("--version", action="version", version=f"seqvision {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a model and write a run folder",
+                                description="Train a model; defaults are in brackets.")
+    defaults = TrainConfig()
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        default = getattr(defaults, field.name)
+        if isinstance(default, bool):
+            train.add_argument(flag, action="store_true", default=None, help=TRAIN_HELP[field.name])
+        else:
+            kind = float if isinstance(default, float) else int if isinstance(default, int) else str
+            train.add_argument(flag, type=kind, default=None, help=f"{TRAIN_HELP[field.name]} [{default}]")
+    train.add_argument("--out", type=Path, help="run folder to create [runs/MODEL-DATASET-TIME]")
+    train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
+    train.add_argument("--no-progress", action="store_true", help="print nothing while training")
+
+    evaluate = commands.add_parser("eval", help="re-evaluate a saved run on its test set")
+    evaluate.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    evaluate.add_argument("--checkpoint", default="best", help="best, last or interrupted [best]")
+    evaluate.add_argument("--data-dir", type=Path, help=TRAIN_HELP["data_dir"])
+
+    commands.add_parser("models", help="list the models with their parameter counts on MNIST")
+    commands.add_parser("datasets", help="list the datasets")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except TrainingInterrupted as interrupted:
+        print(f"\n{interrupted}", file=sys.stderr)
+        return 130
+    except SeqvisionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from seqvision.evaluation.evaluate import format_metrics
+    from seqvision.training.train import train
+
+    names = {field.name for field in dataclasses.fields(TrainConfig)}
+    overrides = {name: value for name, value in vars(args).items() if name in names and value is not None}
+    result = train(out=args.out, resume=args.resume, progress=not args.no_progress, **overrides)
+    print(format_metrics(result.test_metrics))
+    print(f"run folder: {result.run_dir}  (history.csv, curves.png, summary.txt, test_metrics.json, checkpoints/)")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from seqvision.evaluation.evaluate import evaluate, format_metrics, recorded_metrics
+
+    metrics = evaluate(args.run_dir, checkpoint=args.checkpoint, data_dir=args.data_dir)
+    print(format_metrics(metrics))
+    recorded = recorded_metrics(args.run_dir)
+    if recorded and recorded.get("checkpoint") == metrics["checkpoint"]:
+        same = all(recorded[key] == metrics[key] for key in ("test_loss", "test_accuracy", "test_samples"))
+        print("identical to the metrics recorded at the end of training" if same
+              else f"differs from the metrics recorded at the end of training: {recorded}")
+    return 0
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from seqvision.models import build_model, get_model_entry, model_names
+
+    print(f"{'model':<14}{'parameters (MNIST)':>20}  description")
+    for name in model_names():
+        model = build_model(dataclasses.replace(TrainConfig(), model=name), (28, 28), 10)
+        count = sum(p.numel() for p in model.parameters())
+        print(f"{name:<14}{count:>20,}  {get_model_entry(name).description}")
+    return 0
+
+
+def run_datasets(args: argparse.Namespace) -> int:
+    from seqvision.data import dataset_names, get_dataset
+
+    print(f"{'dataset':<16}{'images':>8}{'classes':>9}  description")
+    for name in dataset_names():
+        spec = get_dataset(name)
+        print(f"{name:<16}{'x'.join(map(str, spec.image_shape)):>8}{spec.num_classes:>9}  {spec.description}")
+    return 0
+
+
+COMMANDS = {"train": run_train, "eval": run_eval, "models": run_models, "datasets": run_datasets}

@@ -1,0 +1,1 @@
+"""Evaluation: test metrics, plots and summaries of a run."""

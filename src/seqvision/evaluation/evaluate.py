@@ -1,0 +1,89 @@
+"""Test-set evaluation of a saved run: the same code path at the end of training and in `seqvision eval`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seqvision.data.batches import InMemoryBatches, Normalisation
+from seqvision.errors import RunFolderError
+from seqvision.training.run_folder import RunFolder
+
+
+@torch.inference_mode()
+def evaluate_model(model: nn.Module, batches: InMemoryBatches, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Mean cross-entropy and accuracy over every batch, summed in float64 so batch order cannot matter."""
+    model.eval().to(device)
+    total_loss = torch.zeros((), dtype=torch.float64)
+    correct = 0
+    for images, labels in batches:
+        images, labels = images.to(device), labels.to(device)
+        logits = model(images)
+        total_loss += F.cross_entropy(logits, labels, reduction="sum").double().cpu()
+        correct += int((logits.argmax(dim=1) == labels).sum())
+    count = len(batches.labels)
+    return {"test_loss": float(total_loss) / count, "test_accuracy": correct / count, "test_samples": count}
+
+
+def load_checkpoint_model(run: RunFolder, checkpoint: str = "best") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the run's model from config.yaml and load weights from one of its checkpoints (no pickled code)."""
+    from seqvision.models import build_model
+
+    path = run.checkpoint(checkpoint)
+    if not path.is_file():
+        raise RunFolderError(f"{run.path} has no {checkpoint} checkpoint ({path} is missing); "
+                             "train it to the end of at least one epoch, or pick --checkpoint last.")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for damaged or foreign files
+        raise RunFolderError(f"cannot read checkpoint {path}: {error}") from None
+    if "seqvision" not in saved or "state_dict" not in saved:
+        raise RunFolderError(f"{path} is not a seqvision checkpoint (no seqvision section).")
+    info = run.read_info()
+    config = run.load_config()
+    model = build_model(config, tuple(info["image_shape"]), info["num_classes"])
+    prefix = "model."
+    state = {key.removeprefix(prefix): value for key, value in saved["state_dict"].items() if key.startswith(prefix)}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise RunFolderError(f"checkpoint {path} does not fit the model in {run.config_path}: {error}") from None
+    return model, {"epoch": saved.get("epoch", 0) + 1, "checkpoint": checkpoint}
+
+
+def evaluate(run_dir: str | os.PathLike[str], checkpoint: str = "best",
+             data_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Re-evaluate a saved run on its test set and return the metrics (the same numbers training recorded)."""
+    from seqvision.data import load_dataset
+    from seqvision.training.batching import eval_batches, limit
+
+    run = RunFolder.open(run_dir)
+    config = run.load_config()
+    info = run.read_info()
+    model, where = load_checkpoint_model(run, checkpoint)
+    splits = load_dataset(config.dataset, data_dir if data_dir is not None else config.data_dir)
+    if tuple(splits.image_shape) != tuple(info["image_shape"]):
+        raise RunFolderError(f"dataset {config.dataset} now has {splits.image_shape} images but the run was "
+                             f"trained on {tuple(info['image_shape'])}; point --data-dir at the data it was trained on.")
+    images, labels = limit(splits.test_images, splits.test_labels, config.test_limit)
+    batches = eval_batches(images, labels, Normalisation(**info["normalisation"]))
+    return {**where, **evaluate_model(model, batches)}
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    return (f"test accuracy {100 * metrics['test_accuracy']:.2f}%  test loss {metrics['test_loss']:.4f}  "
+            f"on {metrics['test_samples']} images ({metrics['checkpoint']} checkpoint, epoch {metrics['epoch']})")
+
+
+def recorded_metrics(run_dir: Path) -> dict[str, Any] | None:
+    path = RunFolder(run_dir).test_metrics_path
+    if not path.is_file():
+        return None
+    import json
+
+    return json.loads(path.read_text())

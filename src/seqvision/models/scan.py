@@ -1,0 +1,44 @@
+"""How a recurrent model reads an image: the order in which pixels become time steps."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from seqvision.errors import ConfigError, InputShapeError
+
+
+class ImageScan(nn.Module):
+    """Turn a batch of images into a batch of sequences, checking the images are the size the model expects.
+
+    `rows`: one step per row (28 steps of 28 pixels for MNIST), as in the seed programs.
+    `columns`: one step per column, left to right.
+    """
+
+    def __init__(self, mode: str, image_shape: tuple[int, int]) -> None:
+        super().__init__()
+        if mode not in ("rows", "columns"):
+            raise ConfigError(f"unknown scan {mode!r}; choose rows or columns.")
+        self.mode = mode
+        self.image_shape = tuple(image_shape)
+        height, width = self.image_shape
+        self.steps, self.features = (height, width) if mode == "rows" else (width, height)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        # images: (B, H, W) -> sequences: (B, steps, features)
+        check_image_batch(images, self.image_shape)
+        return images if self.mode == "rows" else images.transpose(1, 2)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}, steps={self.steps}, features={self.features}"
+
+
+def check_image_batch(images: torch.Tensor, image_shape: tuple[int, ...]) -> None:
+    """Fail loudly on a batch in the wrong layout, which would otherwise train silently to chance accuracy."""
+    expected = ("batch", *image_shape)
+    if images.dim() != 3 or tuple(images.shape[1:]) != tuple(image_shape):
+        raise InputShapeError(
+            f"expected a batch of images shaped {expected}, got {tuple(images.shape)}. "
+            f"The model was built for {image_shape[0]}x{image_shape[1]} images; pass (batch, height, width) "
+            "tensors of that size, or train a model for your image size."
+        )

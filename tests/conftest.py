@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-golden", action="store_true",
+                     help="rewrite the files in tests/golden/ from the current output (review the diff)")
+
+
+@pytest.fixture
+def golden(request: pytest.FixtureRequest):
+    """Compare text with tests/golden/NAME, or rewrite that file when run with --update-golden."""
+    update = request.config.getoption("--update-golden")
+
+    def check(name: str, text: str) -> None:
+        path = Path(__file__).parent / "golden" / name
+        if update:
+            path.write_text(text)
+        assert path.is_file(), f"missing golden file {path}; run pytest --update-golden and review it"
+        assert text == path.read_text(), f"output differs from {path}; if intended, run pytest --update-golden"
+
+    return check
+
+
+@pytest.fixture
+def mnist_root() -> Path:
+    """The folder SEQVISION_DATA points at, when it holds the real MNIST files; the test is skipped otherwise."""
+    root = os.environ.get("SEQVISION_DATA")
+    if not root or not (Path(root) / "mnist").is_dir():
+        pytest.skip("set SEQVISION_DATA to a folder holding mnist/ to run this test")
+    return Path(root)

@@ -1,0 +1,71 @@
+"""The command line: clear errors before any training, exit status 2, and a fast --help."""
+
+import subprocess
+import sys
+
+import pytest
+
+from seqvision.cli import main
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "transformer"], "unknown model 'transformer'; available models: lstm"),
+        (["--dataset", "cifar"], "cifar"),
+        (["--lr", "0"], "--lr must be positive"),
+        (["--epochs", "0"], "--epochs must be positive"),
+        (["--batch-size", "-8"], "--batch-size must be positive"),
+        (["--hidden", "0"], "--hidden must be positive"),
+        (["--dropout", "1"], r"--dropout must be in [0, 1)"),
+        (["--optimizer", "adagrad"], "adam, rmsprop, sgd"),
+    ],
+)
+def test_bad_training_options_fail_before_training(capsys, tmp_path, argv, message):
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--dataset", "digits", *argv, "--out", str(out))
+    assert code == 2
+    assert message in err
+    assert not out.exists(), "nothing is written for a refused configuration"
+
+
+def test_unknown_dataset_lists_the_valid_ones(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", "--dataset", "cifar", "--out", str(tmp_path / "run"))
+    assert code == 2 and "digits" in err and "mnist" in err
+
+
+def test_unwritable_output_folder(capsys, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code, _, err = run_cli(capsys, "train", "--dataset", "digits", "--out", str(blocker / "run"))
+    assert code == 2 and "is a file, not a folder" in err
+
+
+def test_existing_non_empty_output_folder_is_not_overwritten(capsys, tmp_path):
+    (tmp_path / "keep.txt").write_text("precious")
+    code, _, err = run_cli(capsys, "train", "--dataset", "digits", "--out", str(tmp_path))
+    assert code == 2 and "already exists and is not empty" in err and "--resume" in err
+    assert (tmp_path / "keep.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("command", [["eval"], ["train", "--resume"]])
+def test_a_folder_that_is_not_a_run(capsys, tmp_path, command):
+    code, _, err = run_cli(capsys, *command, str(tmp_path))
+    assert code == 2 and "is not a seqvision run folder" in err
+
+
+def test_help_does_not_import_torch():
+    probe = "import sys, seqvision.cli; seqvision.cli.build_parser(); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_models_lists_parameter_counts(capsys):
+    code, out, _ = run_cli(capsys, "models")
+    assert code == 0 and "lstm" in out and "82,186" in out

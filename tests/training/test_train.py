@@ -1,0 +1,103 @@
+"""Integration: real training runs on the embedded digits dataset, through the public API."""
+
+import csv
+import json
+
+import lightning as L
+import pytest
+import torch
+
+import seqvision
+from seqvision.config import TrainConfig
+from seqvision.errors import TrainingDivergedError
+from seqvision.training.run_folder import RunFolder
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def quick(**changes) -> TrainConfig:
+    return TrainConfig(**{"model": "lstm", "dataset": "digits", "epochs": 6, "seed": 1, **changes})
+
+
+def history_rows(run_dir) -> list[dict[str, str]]:
+    with open(RunFolder(run_dir).history_path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    return seqvision.train(quick(), out=tmp_path_factory.mktemp("runs") / "digits", progress=False)
+
+
+def test_digits_lstm_learns(digits_run):
+    assert digits_run.test_metrics["test_accuracy"] >= 0.85
+    assert digits_run.test_metrics["test_samples"] == 360
+    assert digits_run.epochs_trained == 6
+
+
+def test_run_folder_holds_every_output(digits_run):
+    run = RunFolder.open(digits_run.run_dir)
+    assert run.load_config() == quick()
+    assert run.read_info()["status"] == "finished"
+    rows = history_rows(run.path)
+    assert [row["epoch"] for row in rows] == ["1", "2", "3", "4", "5", "6"]
+    assert all(0 <= float(row[col]) <= 1 for row in rows for col in ("train_acc", "val_acc"))
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert run.curves_path.read_bytes().startswith(PNG_SIGNATURE)
+    assert "LSTM" in run.summary_path.read_text()
+    for name in ("best", "last"):
+        assert run.checkpoint(name).is_file()
+    assert not run.checkpoint("interrupted").exists()
+    recorded = json.loads(run.test_metrics_path.read_text())
+    assert recorded == digits_run.test_metrics
+    assert not list(run.path.rglob(".*.tmp*")), "temporary files were left behind"
+
+
+def test_eval_gives_the_recorded_numbers(digits_run):
+    again = seqvision.evaluate(digits_run.run_dir)
+    assert again == digits_run.test_metrics
+
+
+def test_same_seed_same_metrics(digits_run, tmp_path):
+    repeat = seqvision.train(quick(), out=tmp_path / "repeat", progress=False)
+    assert repeat.test_metrics == digits_run.test_metrics
+    strip = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
+    assert strip(history_rows(repeat.run_dir)) == strip(history_rows(digits_run.run_dir))
+
+
+def test_other_seed_other_metrics(digits_run, tmp_path):
+    other = seqvision.train(quick(seed=2), out=tmp_path / "other", progress=False)
+    assert history_rows(other.run_dir)[0]["train_loss"] != history_rows(digits_run.run_dir)[0]["train_loss"]
+
+
+class PoisonWeightsAtEpoch(L.Callback):
+    """Fault injection: make the weights NaN at the start of one epoch, as a diverging optimiser would."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            with torch.no_grad():
+                next(pl_module.parameters()).fill_(float("nan"))
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    out = tmp_path / "diverged"
+    with pytest.raises(TrainingDivergedError, match=r"loss became nan at epoch 3, batch 1.*Lower --lr.*last.ckpt"):
+        seqvision.train(quick(), out=out, progress=False, callbacks=[PoisonWeightsAtEpoch(2)])
+    run = RunFolder.open(out)
+    assert run.read_info()["status"] == "diverged"
+    saved = torch.load(run.checkpoint("last"), weights_only=True)
+    assert saved["epoch"] == 1, "last.ckpt should be the end of epoch 2, the last good one"
+    assert all(torch.isfinite(t).all() for t in saved["state_dict"].values())
+    assert seqvision.evaluate(out, checkpoint="last")["test_accuracy"] > 0.3
+
+
+def test_resume_extends_a_finished_run(tmp_path):
+    out = tmp_path / "resumed"
+    seqvision.train(quick(epochs=2, scheduler="none"), out=out, progress=False)
+    result = seqvision.train(resume=out, epochs=4, progress=False)
+    assert [row["epoch"] for row in history_rows(out)] == ["1", "2", "3", "4"]
+    assert result.epochs_trained == 4
+    assert RunFolder.open(out).load_config().epochs == 4
