@@ -69,3 +69,14 @@ def test_help_does_not_import_torch():
 def test_models_lists_parameter_counts(capsys):
     code, out, _ = run_cli(capsys, "models")
     assert code == 0 and "lstm" in out and "82,186" in out
+
+
+def test_gpu_without_a_gpu_is_refused_before_training(capsys, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--dataset", "digits", "--accelerator", "gpu", "--out", str(out))
+    assert code == 2 and "no CUDA GPU is visible; use auto or cpu" in err
+    assert not out.exists()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from seqvision import __version__
 from seqvision.config import ACCELERATORS, OPTIMIZERS, SCANS, SCHEDULERS, TrainConfig
-from seqvision.errors import SeqvisionError, TrainingInterrupted
+from seqvision.errors import SeqvisionError, TrainingInterruptedError
 
 TRAIN_HELP = {
     "model": "model name (see `seqvision models`)",
@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except TrainingInterrupted as interrupted:
+    except TrainingInterruptedError as interrupted:
         print(f"\n{interrupted}", file=sys.stderr)
         return 130
     except SeqvisionError as error:

@@ -32,7 +32,7 @@ class TrainConfig:
     hidden: int = 128
     layers: int = 1
     dropout: float = 0.2
-    epochs: int = 20
+    epochs: int = 12
     batch_size: int = 128
     optimizer: str = "adam"
     lr: float = 2e-3

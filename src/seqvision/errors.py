@@ -28,5 +28,5 @@ class TrainingDivergedError(SeqvisionError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-class TrainingInterrupted(SeqvisionError):
+class TrainingInterruptedError(SeqvisionError):
     """Training was stopped by Ctrl-C after saving a resumable checkpoint."""

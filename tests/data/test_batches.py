@@ -44,7 +44,7 @@ def test_batches_are_normalised_float_images(images_and_labels):
     images, labels = images_and_labels
     norm = Normalisation.of(images)
     batches = InMemoryBatches(images, labels, 200, norm)
-    (batch, batch_labels), = list(batches)
+    ((batch, _),) = list(batches)
     assert batch.dtype == torch.float32 and batch.shape == (103, 6, 5)
     expected = (torch.from_numpy(images).double() / 255 - norm.mean) / norm.std
     torch.testing.assert_close(batch.double(), expected, rtol=1e-5, atol=1e-5)

@@ -32,7 +32,7 @@ def test_registry_lists_lstm():
 
 
 def test_unknown_model_lists_the_valid_ones():
-    with pytest.raises(ConfigError, match="available models: .*lstm"):
+    with pytest.raises(ConfigError, match=r"available models: .*lstm"):
         build_model(TrainConfig(model="transformer"), (28, 28), 10)
 
 

@@ -37,8 +37,9 @@ class InMemoryBatches:
                  shuffle: bool = False, seed: int = 0) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        self.images = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8))
-        self.labels = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
+        # np.require copies only arrays torch cannot share: read-only buffers (np.frombuffer), strided views.
+        self.images = torch.from_numpy(np.require(images, np.uint8, ["C", "W"]))
+        self.labels = torch.from_numpy(np.require(labels, np.int64, ["C", "W"]))
         self.batch_size = batch_size
         self.normalisation = normalisation
         self.shuffle = shuffle

@@ -68,8 +68,8 @@ def evaluate(run_dir: str | os.PathLike[str], checkpoint: str = "best",
     model, where = load_checkpoint_model(run, checkpoint)
     splits = load_dataset(config.dataset, data_dir if data_dir is not None else config.data_dir)
     if tuple(splits.image_shape) != tuple(info["image_shape"]):
-        raise RunFolderError(f"dataset {config.dataset} now has {splits.image_shape} images but the run was "
-                             f"trained on {tuple(info['image_shape'])}; point --data-dir at the data it was trained on.")
+        raise RunFolderError(f"dataset {config.dataset} now has {splits.image_shape} images but the run was trained "
+                             f"on {tuple(info['image_shape'])}; point --data-dir at the data it was trained on.")
     images, labels = limit(splits.test_images, splits.test_labels, config.test_limit)
     batches = eval_batches(images, labels, Normalisation(**info["normalisation"]))
     return {**where, **evaluate_model(model, batches)}

@@ -21,11 +21,10 @@ def plot_training_curves(rows: Sequence[dict[str, str]], path: Path) -> None:
         return [float(row[name]) if row.get(name) else float("nan") for row in rows]
 
     figure, (loss_axes, acc_axes) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
-    for axes, metric, title in ((loss_axes, "loss", "Training and validation loss"),
-                                (acc_axes, "acc", "Training and validation accuracy")):
-        axes.plot(epochs, series(f"train_{metric}"), marker="o", label=f"training {metric}")
-        axes.plot(epochs, series(f"val_{metric}"), marker="o", label=f"validation {metric}")
-        axes.set_title(title)
+    for axes, metric, label in ((loss_axes, "loss", "loss"), (acc_axes, "acc", "accuracy")):
+        axes.plot(epochs, series(f"train_{metric}"), marker="o", label=f"training {label}")
+        axes.plot(epochs, series(f"val_{metric}"), marker="o", label=f"validation {label}")
+        axes.set_title(f"Training and validation {label}")
         axes.set_xlabel("epoch")
         axes.grid(alpha=0.3)
         axes.legend()

@@ -74,7 +74,9 @@ class RunFolder:
             with tempfile.TemporaryFile(dir=ancestor):
                 pass
         except OSError as error:
-            raise ConfigError(f"cannot write to output folder {path} ({error.strerror}); choose another --out.") from None
+            raise ConfigError(
+                f"cannot write to output folder {path} ({error.strerror}); choose another --out."
+            ) from None
 
     @classmethod
     def create(cls, path: Path, info: dict[str, Any]) -> RunFolder:

@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from seqvision import __version__
 from seqvision.atomic import write_json_atomic, write_text_atomic
 from seqvision.config import TrainConfig
 from seqvision.data import get_dataset, load_dataset
-from seqvision.errors import ConfigError, TrainingDivergedError, TrainingInterrupted
+from seqvision.errors import ConfigError, TrainingDivergedError, TrainingInterruptedError
 from seqvision.evaluation.evaluate import evaluate_model, load_checkpoint_model
 from seqvision.evaluation.summary import model_summary
 from seqvision.models import build_model, get_model_entry
@@ -62,6 +63,7 @@ def train(config: TrainConfig | None = None, *, out: str | os.PathLike[str] | No
         checkpoint = None
     spec = get_dataset(config.dataset)
     get_model_entry(config.model)
+    accelerator = _resolve_accelerator(config.accelerator)
 
     splits = load_dataset(spec.name, config.data_dir)
     batches = split_batches(config, splits)
@@ -79,13 +81,13 @@ def train(config: TrainConfig | None = None, *, out: str | os.PathLike[str] | No
         run.update_info(status="running")
 
     module = ClassifierModule(model, config, run_info)
-    trainer = _build_trainer(config, run, progress, callbacks)
     try:
         with _quiet_lightning():
+            trainer = _build_trainer(config, accelerator, run, progress, callbacks)
             trainer.fit(module, batches.train, batches.val, ckpt_path=checkpoint)
     except SystemExit as stop:  # Lightning turns Ctrl-C into sys.exit(1) after our on_exception hook ran
         run.update_info(status="interrupted")
-        raise TrainingInterrupted(f"training interrupted; a resumable checkpoint is in {run.checkpoints_dir}. "
+        raise TrainingInterruptedError(f"training interrupted; a resumable checkpoint is in {run.checkpoints_dir}. "
                                   f"Continue with: seqvision train --resume {run.path}") from stop
     except TrainingDivergedError as error:
         run.update_info(status="diverged")
@@ -101,7 +103,14 @@ def train(config: TrainConfig | None = None, *, out: str | os.PathLike[str] | No
     return TrainResult(run.path, metrics, trainer.current_epoch)
 
 
-def _build_trainer(config: TrainConfig, run: RunFolder, progress: bool,
+def _resolve_accelerator(requested: str) -> str:
+    """'cpu' or 'gpu': auto falls back to the CPU when no CUDA device is visible."""
+    if requested == "gpu" and not torch.cuda.is_available():
+        raise ConfigError("--accelerator gpu was asked for but no CUDA GPU is visible; use auto or cpu.")
+    return "gpu" if requested != "cpu" and torch.cuda.is_available() else "cpu"
+
+
+def _build_trainer(config: TrainConfig, accelerator: str, run: RunFolder, progress: bool,
                    extra_callbacks: Sequence[L.Callback]) -> L.Trainer:
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
@@ -114,15 +123,12 @@ def _build_trainer(config: TrainConfig, run: RunFolder, progress: bool,
     ]
     if config.early_stop:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=config.early_stop))
-    if config.accelerator == "gpu" and not torch.cuda.is_available():
-        raise ConfigError("--accelerator gpu was asked for but no CUDA GPU is visible; use auto or cpu.")
-    on_cpu = config.accelerator == "cpu" or not torch.cuda.is_available()
     return L.Trainer(
         max_epochs=config.epochs,
-        accelerator="cpu" if on_cpu else "gpu",
+        accelerator=accelerator,
         devices=1,
         # cuDNN's LSTM has no deterministic mode; on the CPU every kernel is deterministic.
-        deterministic=True if on_cpu else "warn",
+        deterministic=True if accelerator == "cpu" else "warn",
         gradient_clip_val=config.clip_grad or None,
         callbacks=[*callbacks, *extra_callbacks],
         plugins=[AtomicCheckpointIO()],
@@ -140,12 +146,15 @@ def _eval_device(trainer: L.Trainer) -> torch.device:
 
 @contextlib.contextmanager
 def _quiet_lightning() -> Iterator[None]:
-    """Silence Lightning's start-up banners (device tables, tips); warnings and errors still show."""
+    """Silence Lightning's start-up banners (device tables, tips); its warnings and errors still show."""
     logger = logging.getLogger("lightning.pytorch")
     level = logger.level
     logger.setLevel(logging.WARNING)
     try:
-        yield
+        with warnings.catch_warnings():
+            # Lightning 2.6 calls a torch.utils._pytree API that torch 2.13 deprecates; nothing for users to do.
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+            yield
     finally:
         logger.setLevel(level)
 

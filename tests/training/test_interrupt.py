@@ -1,0 +1,48 @@
+"""Ctrl-C during training saves a resumable checkpoint, and --resume finishes the run (real subprocess, real SIGINT)."""
+
+import csv
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import seqvision
+from seqvision.training.run_folder import RunFolder
+
+
+def epochs_recorded(run: RunFolder) -> list[str]:
+    with open(run.history_path, newline="") as handle:
+        return [row["epoch"] for row in csv.DictReader(handle)]
+
+
+@pytest.mark.slow
+def test_ctrl_c_then_resume(tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "seqvision", "train", "--dataset", "digits", "--epochs", "1000",
+               "--scheduler", "none", "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = RunFolder(out)
+    deadline = time.monotonic() + 120
+    while not run.checkpoint("last").exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "training never finished an epoch"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 130, stderr
+    assert f"seqvision train --resume {out}" in stderr
+    assert run.checkpoint("interrupted").is_file()
+    assert RunFolder.open(out).read_info()["status"] == "interrupted"
+    done = len(epochs_recorded(run))
+    assert done >= 1
+
+    result = seqvision.train(resume=out, epochs=done + 2, progress=False)
+    assert epochs_recorded(run) == [str(epoch) for epoch in range(1, done + 3)]
+    assert result.epochs_trained == done + 2
+    assert not run.checkpoint("interrupted").exists()
+    assert RunFolder.open(out).read_info()["status"] == "finished"
+    assert result.test_metrics == seqvision.evaluate(out)
