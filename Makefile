@@ -21,7 +21,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	touch $@
 
 demo: install
-	$(BIN)/seqvision train --model lstm --dataset digits
+	$(BIN)/seqvision train --model lstm --dataset digits --lr 0.01 --epochs 20
 
 test: install-dev
 	$(BIN)/python -m pytest

@@ -5,6 +5,9 @@ from pathlib import Path
 
 import pytest
 
+# Read once at start-up: some tests clear SEQVISION_DATA to isolate the dataset search.
+REAL_DATA_ROOT = os.environ.get("SEQVISION_DATA")
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--update-golden", action="store_true",
@@ -29,7 +32,7 @@ def golden(request: pytest.FixtureRequest):
 @pytest.fixture
 def mnist_root() -> Path:
     """The folder SEQVISION_DATA points at, when it holds the real MNIST files; the test is skipped otherwise."""
-    root = os.environ.get("SEQVISION_DATA")
+    root = REAL_DATA_ROOT
     if not root or not (Path(root) / "mnist").is_dir():
         pytest.skip("set SEQVISION_DATA to a folder holding mnist/ to run this test")
     return Path(root)

@@ -16,7 +16,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def quick(**changes) -> TrainConfig:
-    return TrainConfig(**{"model": "lstm", "dataset": "digits", "epochs": 6, "seed": 1, **changes})
+    return TrainConfig(**{"model": "lstm", "dataset": "digits", "epochs": 6, "lr": 0.01, "seed": 1, **changes})
 
 
 def history_rows(run_dir) -> list[dict[str, str]]:

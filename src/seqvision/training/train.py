@@ -154,6 +154,8 @@ def _quiet_lightning() -> Iterator[None]:
         with warnings.catch_warnings():
             # Lightning 2.6 calls a torch.utils._pytree API that torch 2.13 deprecates; nothing for users to do.
             warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+            # A resumed run writes into its own checkpoint folder on purpose.
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
             yield
     finally:
         logger.setLevel(level)
