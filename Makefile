@@ -4,7 +4,8 @@
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
-PIP := $(BIN)/python -m pip install --quiet --constraint constraints.txt $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
+# -qq: pip's errors still show; the warnings this machine's pip configuration prints about absent local indexes do not.
+PIP := $(BIN)/python -m pip install -qq --constraint constraints.txt $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 
 .PHONY: install install-dev demo test lint clean
 
@@ -12,6 +13,7 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 $(VENV)/.installed: pyproject.toml constraints.txt
+	@echo "installing seqvision and its dependencies into $(VENV) (about a minute the first time)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) -e .
 	touch $@

@@ -54,3 +54,18 @@ def test_batches_are_normalised_float_images(images_and_labels):
 def test_blank_images_do_not_divide_by_zero():
     norm = Normalisation.of(np.zeros((4, 3, 3), dtype=np.uint8))
     assert norm.std == 1.0
+
+
+def test_state_dict_resumes_mid_epoch(images_and_labels):
+    batches = InMemoryBatches(*images_and_labels, 16, Normalisation(0.5, 0.25), shuffle=True, seed=3)
+    full = epoch_order(batches, 2)
+    batches.set_epoch(2)
+    iterator = iter(batches)
+    for _ in range(3):
+        next(iterator)
+    batches.batches_done = 3
+    restored = InMemoryBatches(*images_and_labels, 16, Normalisation(0.5, 0.25), shuffle=True, seed=3)
+    restored.load_state_dict(batches.state_dict())
+    restored.set_epoch(2)
+    assert [int(i) for _, labels in restored for i in labels] == full[48:]
+    assert epoch_order(restored, 3) == epoch_order(batches, 3), "the next epoch starts from its beginning"

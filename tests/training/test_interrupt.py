@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 
@@ -40,7 +41,10 @@ def test_ctrl_c_then_resume(tmp_path):
     done = len(epochs_recorded(run))
     assert done >= 1
 
-    result = seqvision.train(resume=out, epochs=done + 2, progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = seqvision.train(resume=out, epochs=done + 2, progress=False)
+    assert not [w for w in caught if "not resumable" in str(w.message)], "the batches should resume mid-epoch"
     assert epochs_recorded(run) == [str(epoch) for epoch in range(1, done + 3)]
     assert result.epochs_trained == done + 2
     assert not run.checkpoint("interrupted").exists()

@@ -29,8 +29,9 @@ class InMemoryBatches:
 
     Each batch is gathered with one index operation and normalised as a whole. With `shuffle`, the order
     is a permutation seeded by (seed, epoch): the same run sees the same batches, every sample exactly
-    once per epoch. The training loop calls `set_epoch` at the start of each epoch, so a resumed run
-    continues the same sequence of permutations.
+    once per epoch. The training loop calls `set_epoch` at the start of each epoch and records finished
+    batches in `batches_done`; Lightning saves `state_dict()` in checkpoints, so a run resumed from the
+    middle of an epoch continues that epoch's permutation where it stopped.
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, normalisation: Normalisation, *,
@@ -45,9 +46,17 @@ class InMemoryBatches:
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = 0
+        self.batches_done = 0
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        if epoch != self.epoch:
+            self.epoch, self.batches_done = epoch, 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batches_done": self.batches_done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.batches_done = state["epoch"], state["batches_done"]
 
     def __len__(self) -> int:
         return math.ceil(len(self.labels) / self.batch_size)
@@ -60,7 +69,8 @@ class InMemoryBatches:
         else:
             order = torch.arange(count)
         mean, std = self.normalisation.mean, self.normalisation.std
-        for start in range(0, count, self.batch_size):
+        first, self.batches_done = self.batches_done * self.batch_size, 0
+        for start in range(first, count, self.batch_size):
             index = order[start:start + self.batch_size]
             # images: (B, H, W) uint8 -> float, standardised with the training split's statistics
             images = self.images[index].float().div_(255.0).sub_(mean).div_(std)

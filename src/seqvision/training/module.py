@@ -51,6 +51,10 @@ class ClassifierModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self.trainer.train_dataloader.set_epoch(self.current_epoch)
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Counted after the optimiser step, so a Ctrl-C checkpoint never skips a batch it did not learn from.
+        self.trainer.train_dataloader.batches_done = batch_idx + 1
+
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(self.config, self.model.parameters())
         scheduler = build_scheduler(self.config, optimizer, int(self.trainer.estimated_stepping_batches))
