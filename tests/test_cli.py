@@ -80,3 +80,18 @@ def test_gpu_without_a_gpu_is_refused_before_training(capsys, tmp_path):
     code, _, err = run_cli(capsys, "train", "--dataset", "digits", "--accelerator", "gpu", "--out", str(out))
     assert code == 2 and "no CUDA GPU is visible; use auto or cpu" in err
     assert not out.exists()
+
+
+def test_datasets_lists_the_registry(capsys):
+    code, out, _ = run_cli(capsys, "datasets")
+    assert code == 0
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["digits", "fashion-mnist", "mnist"]
+
+
+def test_train_then_eval_from_the_command_line(capsys, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, _ = run_cli(capsys, "train", "--dataset", "digits", "--epochs", "1", "--hidden", "16",
+                              "--out", str(out), "--no-progress")
+    assert code == 0 and "test accuracy" in stdout and f"run folder: {out}" in stdout
+    code, stdout, _ = run_cli(capsys, "eval", str(out))
+    assert code == 0 and "identical to the metrics recorded at the end of training" in stdout
