@@ -75,6 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingInterruptedError as interrupted:
         print(f"\n{interrupted}", file=sys.stderr)
         return 130
+    except KeyboardInterrupt:
+        print("\ninterrupted before training started; nothing to resume.", file=sys.stderr)
+        return 130
     except SeqvisionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

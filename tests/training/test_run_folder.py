@@ -58,3 +58,8 @@ def test_val_on_test_warns(tmp_path, capsys):
     seqvision.train(model="lstm", dataset="digits", epochs=1, hidden=16, val_on_test=True,
                     out=tmp_path / "run", progress=False)
     assert "warning: --val-on-test validates on the test set" in capsys.readouterr().err
+
+
+def test_resuming_a_finished_run_asks_for_more_epochs(copy_of_run):
+    with pytest.raises(Exception, match=r"has already trained 1 of its 1 epochs; pass --epochs N with N > 1"):
+        seqvision.train(resume=copy_of_run)

@@ -8,6 +8,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
 
 from seqvision.config import TrainConfig
 from seqvision.errors import TrainingDivergedError
@@ -23,6 +24,9 @@ class ClassifierModule(L.LightningModule):
         self.config = config
         # Saved into every checkpoint so a checkpoint file alone says how to rebuild its model.
         self.run_info = run_info
+        # Metric objects accumulate correct/total over the epoch, so the logged accuracy is exact.
+        self.train_acc = MulticlassAccuracy(run_info["num_classes"], average="micro")
+        self.val_acc = MulticlassAccuracy(run_info["num_classes"], average="micro")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
@@ -37,16 +41,16 @@ class ClassifierModule(L.LightningModule):
                 f"the training loss became {loss.item()} at epoch {self.current_epoch + 1}, batch {batch_idx + 1}. "
                 "Lower --lr, set --clip-grad (e.g. 1.0), or use --scheduler onecycle to warm up."
             )
-        accuracy = (logits.argmax(dim=1) == labels).float().mean()
-        self.log_dict({"train_loss": loss, "train_acc": accuracy}, on_step=False, on_epoch=True, prog_bar=True)
+        self.train_acc(logits, labels)
+        self.log_dict({"train_loss": loss, "train_acc": self.train_acc}, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, labels = batch
         logits = self.model(images)
-        loss = F.cross_entropy(logits, labels)
-        accuracy = (logits.argmax(dim=1) == labels).float().mean()
-        self.log_dict({"val_loss": loss, "val_acc": accuracy}, on_step=False, on_epoch=True, prog_bar=True)
+        self.val_acc(logits, labels)
+        self.log_dict({"val_loss": F.cross_entropy(logits, labels), "val_acc": self.val_acc},
+                      on_step=False, on_epoch=True, prog_bar=True)
 
     def on_train_epoch_start(self) -> None:
         self.trainer.train_dataloader.set_epoch(self.current_epoch)

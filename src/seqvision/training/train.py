@@ -56,6 +56,10 @@ def train(config: TrainConfig | None = None, *, out: str | os.PathLike[str] | No
                               f"Only {sorted(RESUME_OVERRIDES)} can.")
         config = dataclasses.replace(run.load_config(), **overrides).validate()
         checkpoint = run.resume_checkpoint()
+        trained = run.read_info().get("epochs_trained", 0)
+        if trained >= config.epochs:
+            raise ConfigError(f"{run.path} has already trained {trained} of its {config.epochs} epochs; "
+                              f"pass --epochs N with N > {trained} to train it further.")
     else:
         config = dataclasses.replace(config or TrainConfig(), **overrides).validate()
         run_path = Path(out) if out is not None else RunFolder.default_path(config)
