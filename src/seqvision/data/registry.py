@@ -12,6 +12,7 @@ from pathlib import Path
 
 from seqvision.data.splits import ImageSplits
 from seqvision.errors import DatasetError
+from seqvision.registry import Registry
 
 Loader = Callable[[Path | None], ImageSplits]
 
@@ -25,28 +26,24 @@ class DatasetSpec:
     load: Loader
 
 
-_DATASETS: dict[str, DatasetSpec] = {}
+DATASETS: Registry[DatasetSpec] = Registry("dataset", DatasetError)
 
 
 def register_dataset(name: str, *, image_shape: tuple[int, int], num_classes: int,
                      description: str) -> Callable[[Loader], Loader]:
     def add(load: Loader) -> Loader:
-        if name in _DATASETS:
-            raise ValueError(f"dataset name {name!r} is registered twice")
-        _DATASETS[name] = DatasetSpec(name, tuple(image_shape), num_classes, description, load)
+        DATASETS.add(name, DatasetSpec(name, tuple(image_shape), num_classes, description, load))
         return load
 
     return add
 
 
 def dataset_names() -> list[str]:
-    return sorted(_DATASETS)
+    return DATASETS.names()
 
 
 def get_dataset(name: str) -> DatasetSpec:
-    if name not in _DATASETS:
-        raise DatasetError(f"unknown dataset {name!r}; available datasets: {', '.join(dataset_names())}.")
-    return _DATASETS[name]
+    return DATASETS.get(name)
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> ImageSplits:

@@ -13,6 +13,7 @@ from torch import nn
 
 from seqvision.config import TrainConfig
 from seqvision.errors import ConfigError
+from seqvision.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -22,30 +23,26 @@ class ModelEntry:
     description: str
 
 
-_MODELS: dict[str, ModelEntry] = {}
+MODELS: Registry[ModelEntry] = Registry("model", ConfigError)
 
 
 def register_model(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Class decorator: the class needs a `from_config(config, image_shape, num_classes)` classmethod."""
 
     def add(cls: type[nn.Module]) -> type[nn.Module]:
-        if name in _MODELS:
-            raise ValueError(f"model name {name!r} is registered twice")
         description = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        _MODELS[name] = ModelEntry(name, cls, description)
+        MODELS.add(name, ModelEntry(name, cls, description))
         return cls
 
     return add
 
 
 def model_names() -> list[str]:
-    return sorted(_MODELS)
+    return MODELS.names()
 
 
 def get_model_entry(name: str) -> ModelEntry:
-    if name not in _MODELS:
-        raise ConfigError(f"unknown model {name!r}; available models: {', '.join(model_names())}.")
-    return _MODELS[name]
+    return MODELS.get(name)
 
 
 def build_model(config: TrainConfig, image_shape: tuple[int, int], num_classes: int) -> nn.Module:

@@ -92,7 +92,7 @@ def train(config: TrainConfig | None = None, *, out: str | os.PathLike[str] | No
     except SystemExit as stop:  # Lightning turns Ctrl-C into sys.exit(1) after our on_exception hook ran
         run.update_info(status="interrupted")
         raise TrainingInterruptedError(f"training interrupted; a resumable checkpoint is in {run.checkpoints_dir}. "
-                                  f"Continue with: seqvision train --resume {run.path}") from stop
+                                       f"Continue with: seqvision train --resume {run.path}") from stop
     except TrainingDivergedError as error:
         run.update_info(status="diverged")
         kept = [p.name for p in sorted(run.checkpoints_dir.glob("*.ckpt"))]
