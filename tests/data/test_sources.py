@@ -181,3 +181,23 @@ def test_no_download_switch(tmp_path, monkeypatch):
     monkeypatch.setenv("SEQVISION_NO_DOWNLOAD", "1")
     with pytest.raises(DatasetError, match="downloads are disabled by SEQVISION_NO_DOWNLOAD=1"):
         load_dataset("fashion-mnist")
+
+
+def test_only_missing_files_are_downloaded(tiny_dataset, serve, tmp_path):
+    served, remotes = tiny_dataset
+    cached = put_files(cache_dir("tiny"))
+    (cached / "t10k-labels-idx1-ubyte.gz").unlink()
+    only_labels = tmp_path / "only-labels"
+    only_labels.mkdir()
+    shutil.copy(served / "t10k-labels-idx1-ubyte.gz", only_labels)
+    paths = locate_files("tiny", remotes, [serve(only_labels)], None)
+    assert [p.parent for p in paths] == [cached] * 4
+
+
+def test_unwritable_cache_is_reported(tiny_dataset, serve, tmp_path, monkeypatch):
+    served, remotes = tiny_dataset
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    with pytest.raises(DatasetError, match=r"the download folder .*not-a-folder/seqvision/tiny cannot be written"):
+        locate_files("tiny", remotes, [serve(served)], None)

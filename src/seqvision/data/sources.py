@@ -97,10 +97,14 @@ def locate_files(name: str, files: Sequence[RemoteFile], mirrors: Sequence[str],
     if os.environ.get("SEQVISION_NO_DOWNLOAD") == "1":
         failure = "downloads are disabled by SEQVISION_NO_DOWNLOAD=1"
     else:
+        cache = cache_dir(name)
         try:
-            return [download_file(remote, mirrors, cache_dir(name)) for remote in files]
+            # Files already cached by an earlier, interrupted download are kept; only missing ones are fetched.
+            return [(find_in(cache, [remote]) or [download_file(remote, mirrors, cache)])[0] for remote in files]
         except DatasetError as error:
             failure = f"downloading failed, {error}"
+        except OSError as error:
+            failure = f"the download folder {cache} cannot be written ({error.strerror or error})"
     names = ", ".join(f"{remote.name}[.gz]" for remote in files)
     raise DatasetError(
         f"cannot find the {name} dataset. Looked for {names} in:\n  " + "\n  ".join(looked)
