@@ -95,3 +95,10 @@ def test_train_then_eval_from_the_command_line(capsys, tmp_path):
     assert code == 0 and "test accuracy" in stdout and f"run folder: {out}" in stdout
     code, stdout, _ = run_cli(capsys, "eval", str(out))
     assert code == 0 and "identical to the metrics recorded at the end of training" in stdout
+
+
+@pytest.mark.parametrize("command", ["models", "datasets"])
+def test_listings_match_golden(capsys, golden, command):
+    code, out, _ = run_cli(capsys, command)
+    assert code == 0
+    golden(f"cli_{command}.txt", out)

@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
             train.add_argument(flag, action="store_true", default=None, help=TRAIN_HELP[field.name])
         else:
             kind = float if isinstance(default, float) else int if isinstance(default, int) else str
-            train.add_argument(flag, type=kind, default=None, help=f"{TRAIN_HELP[field.name]} [{default}]")
+            shown = f" [{default}]" if default is not None else ""
+            metavar = "DIR" if field.name == "data_dir" else {float: "X", int: "N", str: "NAME"}[kind]
+            train.add_argument(flag, type=kind, default=None, metavar=metavar, help=TRAIN_HELP[field.name] + shown)
     train.add_argument("--out", type=Path, help="run folder to create [runs/MODEL-DATASET-TIME]")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
     train.add_argument("--no-progress", action="store_true", help="print nothing while training")
