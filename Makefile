@@ -26,6 +26,7 @@ demo: install
 	$(BIN)/seqvision train --model lstm --dataset digits --lr 0.01 --epochs 20
 
 test: install-dev
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest
 
 lint: install-dev

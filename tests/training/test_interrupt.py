@@ -8,6 +8,7 @@ import time
 import warnings
 
 import pytest
+import torch
 
 import seqvision
 from seqvision.training.run_folder import RunFolder
@@ -49,4 +50,25 @@ def test_ctrl_c_then_resume(tmp_path):
     assert result.epochs_trained == done + 2
     assert not run.checkpoint("interrupted").exists()
     assert RunFolder.open(out).read_info()["status"] == "finished"
+    assert result.test_metrics == seqvision.evaluate(out)
+
+
+@pytest.mark.slow
+def test_a_killed_run_keeps_loadable_checkpoints_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "seqvision", "train", "--dataset", "digits", "--epochs", "1000",
+               "--scheduler", "none", "--out", str(out), "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = RunFolder(out)
+    deadline = time.monotonic() + 120
+    while len(epochs_recorded(run) if run.history_path.exists() else []) < 3:
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.kill()  # SIGKILL: no handler runs, as in a power cut or the OOM killer
+    process.wait(timeout=30)
+
+    for name in ("best", "last"):
+        saved = torch.load(run.checkpoint(name), map_location="cpu", weights_only=True)
+        assert "state_dict" in saved and "seqvision" in saved
+    result = seqvision.train(resume=out, epochs=len(epochs_recorded(run)) + 1, progress=False)
     assert result.test_metrics == seqvision.evaluate(out)
