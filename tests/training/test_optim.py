@@ -46,3 +46,9 @@ def test_early_stopping_stops_when_validation_stops_improving(tmp_path):
                                    scheduler="none"), out=tmp_path / "run", progress=False)
     assert result.epochs_trained < 30
     assert len(learning_rates(result.run_dir)) == result.epochs_trained
+
+
+def test_column_scan_learns(tmp_path):
+    result = seqvision.train(small(scan="columns"), out=tmp_path / "run", progress=False)
+    assert result.test_metrics["test_accuracy"] > 0.5
+    assert RunFolder.open(result.run_dir).load_config().scan == "columns"
