@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,4 @@ def recorded_metrics(run_dir: Path) -> dict[str, Any] | None:
     path = RunFolder(run_dir).test_metrics_path
     if not path.is_file():
         return None
-    import json
-
     return json.loads(path.read_text())
