@@ -17,7 +17,7 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--model", "transformer"], "unknown model 'transformer'; available models: lstm"),
+        (["--model", "transformer"], "unknown model 'transformer'; available models: bilstm, cnn"),
         (["--dataset", "cifar"], "cifar"),
         (["--lr", "0"], "--lr must be positive"),
         (["--epochs", "0"], "--epochs must be positive"),

@@ -9,16 +9,32 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from seqvision import __version__
-from seqvision.config import ACCELERATORS, OPTIMIZERS, SCANS, SCHEDULERS, TrainConfig
+from seqvision.config import (
+    ACCELERATORS,
+    CELL_ACTIVATIONS,
+    INITS,
+    NORMALISATIONS,
+    OPTIMIZERS,
+    POOLINGS,
+    SCANS,
+    SCHEDULERS,
+    VAL_SPLITS,
+    TrainConfig,
+)
 from seqvision.errors import SeqvisionError, TrainingInterruptedError
 
 TRAIN_HELP = {
     "model": "model name (see `seqvision models`)",
     "dataset": "dataset name (see `seqvision datasets`)",
     "scan": f"how images become sequences: {', '.join(SCANS)}",
-    "hidden": "recurrent hidden units",
-    "layers": "stacked recurrent layers",
-    "dropout": "dropout before the classifier, in [0, 1)",
+    "hidden": "recurrent hidden units per direction [model default]",
+    "layers": "stacked recurrent (or ReNet) layers [model default]",
+    "dropout": "dropout before the classifier, in [0, 1) [model default]",
+    "pooling": f"{' or '.join(POOLINGS)}: recurrent models classify from the final state, or from an "
+               "attention-weighted mean of all steps",
+    "cell_activation": f"LSTM cell input/output activation: {', '.join(CELL_ACTIVATIONS)}; "
+                       "sigmoid is Keras's LSTM(activation='sigmoid') and uses the explicit cell",
+    "init": f"weight initialisation: {', '.join(INITS)} (Keras: Glorot, orthogonal recurrent, forget bias 1)",
     "epochs": "training epochs",
     "batch_size": "training batch size",
     "optimizer": f"one of {', '.join(OPTIMIZERS)}",
@@ -29,7 +45,11 @@ TRAIN_HELP = {
     "early_stop": "stop after this many epochs without a better validation loss; 0 turns it off",
     "seed": "random seed: the same seed, data and config give the same metrics on the CPU",
     "val_fraction": "stratified part of the training set held out for validation",
+    "val_split": f"{' or '.join(VAL_SPLITS)}: a seeded stratified hold-out, or the last fraction in file "
+                 "order as Keras's validation_split",
     "val_on_test": "validate on the test set, as seed 002 does (its test accuracy is then optimistic)",
+    "normalise": f"{' or '.join(NORMALISATIONS)}: pixels to mean 0 and std 1 over the training split, "
+                 "or only divided by 255 as the seed programs do",
     "train_limit": "use only the first N training images (0: all), for quick runs",
     "test_limit": "use only the first N test images (0: all)",
     "accelerator": f"one of {', '.join(ACCELERATORS)}; auto uses a GPU when one is visible",
@@ -52,10 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
         if isinstance(default, bool):
             train.add_argument(flag, action="store_true", default=None, help=TRAIN_HELP[field.name])
         else:
-            kind = float if isinstance(default, float) else int if isinstance(default, int) else str
+            # Annotations are strings here ("int | None"): the first type named is the flag's type.
+            kind = {"int": int, "float": float}.get(str(field.type).split(" |")[0], str)
             shown = f" [{default}]" if default is not None else ""
             metavar = "DIR" if field.name == "data_dir" else {float: "X", int: "N", str: "NAME"}[kind]
             train.add_argument(flag, type=kind, default=None, metavar=metavar, help=TRAIN_HELP[field.name] + shown)
+    train.add_argument("--config", metavar="FILE|PRESET",
+                       help="start from a config file or a preset in configs/ (e.g. seed-000-lstm); "
+                            "flags given here override it")
     train.add_argument("--out", type=Path, help="run folder to create [runs/MODEL-DATASET-TIME]")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
     train.add_argument("--no-progress", action="store_true", help="print nothing while training")
@@ -91,7 +115,10 @@ def run_train(args: argparse.Namespace) -> int:
 
     names = {field.name for field in dataclasses.fields(TrainConfig)}
     overrides = {name: value for name, value in vars(args).items() if name in names and value is not None}
-    result = train(out=args.out, resume=args.resume, progress=not args.no_progress, **overrides)
+    from seqvision.config import load_preset
+
+    config = load_preset(args.config) if args.config else None
+    result = train(config, out=args.out, resume=args.resume, progress=not args.no_progress, **overrides)
     print(format_metrics(result.test_metrics))
     print(f"run folder: {result.run_dir}  (history.csv, curves.png, summary.txt, test_metrics.json, checkpoints/)")
     return 0
@@ -115,7 +142,7 @@ def run_models(args: argparse.Namespace) -> int:
 
     print(f"{'model':<14}{'parameters (MNIST)':>20}  description")
     for name in model_names():
-        model = build_model(dataclasses.replace(TrainConfig(), model=name), (28, 28), 10)
+        model = build_model(TrainConfig(model=name), (28, 28), 10)
         count = sum(p.numel() for p in model.parameters())
         print(f"{name:<14}{count:>20,}  {get_model_entry(name).description}")
     return 0

@@ -18,8 +18,15 @@ from seqvision.errors import ConfigError
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 SCHEDULERS = ("none", "plateau", "cosine", "onecycle")
-SCANS = ("rows", "columns")
+SCANS = ("rows", "columns", "pixels", "permuted-pixels")
 ACCELERATORS = ("auto", "cpu", "gpu")
+INITS = ("torch", "keras")
+POOLINGS = ("last", "attention")
+CELL_ACTIVATIONS = ("tanh", "sigmoid")
+VAL_SPLITS = ("stratified", "last")
+NORMALISATIONS = ("standardise", "scale")
+# Architecture options whose default belongs to the model (None here): stacked-lstm has 50 units, cnn drops 0.5.
+MODEL_DEFAULTED = ("hidden", "layers", "dropout")
 
 
 @dataclass
@@ -29,9 +36,12 @@ class TrainConfig:
     model: str = "lstm"
     dataset: str = "mnist"
     scan: str = "rows"
-    hidden: int = 128
-    layers: int = 1
-    dropout: float = 0.2
+    hidden: int | None = None
+    layers: int | None = None
+    dropout: float | None = None
+    pooling: str = "last"
+    cell_activation: str = "tanh"
+    init: str = "torch"
     epochs: int = 12
     batch_size: int = 128
     optimizer: str = "adam"
@@ -42,7 +52,9 @@ class TrainConfig:
     early_stop: int = 0
     seed: int = 0
     val_fraction: float = 0.1
+    val_split: str = "stratified"
     val_on_test: bool = False
+    normalise: str = "standardise"
     train_limit: int = 0
     test_limit: int = 0
     accelerator: str = "auto"
@@ -53,17 +65,19 @@ class TrainConfig:
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "hidden": self.hidden,
                     "layers": self.layers, "lr": self.lr}
         for name, value in positive.items():
-            if not value > 0:
+            if value is not None and not value > 0:
                 raise ConfigError(f"--{_flag(name)} must be positive, got {value}.")
         for name in ("weight_decay", "clip_grad", "early_stop", "train_limit", "test_limit"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_flag(name)} must be zero (off) or positive, got {getattr(self, name)}.")
-        if not 0.0 <= self.dropout < 1.0:
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}: 1 would drop every unit.")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"--val-fraction must be in (0, 1), got {self.val_fraction}.")
         for name, allowed in (("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS), ("scan", SCANS),
-                              ("accelerator", ACCELERATORS)):
+                              ("accelerator", ACCELERATORS), ("init", INITS), ("pooling", POOLINGS),
+                              ("cell_activation", CELL_ACTIVATIONS), ("val_split", VAL_SPLITS),
+                              ("normalise", NORMALISATIONS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"unknown --{name} {getattr(self, name)!r}; choose one of: {', '.join(allowed)}.")
         return self
@@ -93,6 +107,24 @@ class TrainConfig:
         if not isinstance(values, dict):
             raise ConfigError(f"{path} does not hold a mapping of options; it is not a seqvision config.")
         return cls.from_dict(values, origin=str(path))
+
+
+PRESETS_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+def preset_names() -> list[str]:
+    return sorted(path.stem for path in PRESETS_DIR.glob("*.yaml"))
+
+
+def load_preset(name_or_path: str | Path) -> TrainConfig:
+    """A config file by path, or a preset by name from the project's configs/ folder (`seed-000-lstm`)."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = PRESETS_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"no config file {name_or_path!r} and no preset of that name; "
+                          f"presets: {', '.join(preset_names()) or f'none found in {PRESETS_DIR}'}.")
+    return TrainConfig.load(path)
 
 
 def _flag(name: str) -> str:

@@ -1,37 +1,103 @@
-"""Recurrent classifiers that read an image as a sequence of rows (or columns)."""
+"""Recurrent classifiers that read an image as a sequence: rows, columns, or pixel by pixel.
+
+One class, `RecurrentClassifier`, covers the family; each registered name fixes the recurrent layer
+(LSTM, GRU or a plain tanh RNN), its directions and its default size.
+"""
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from seqvision.config import TrainConfig
+from seqvision.errors import ConfigError
+from seqvision.models.cells import ExplicitLSTM
+from seqvision.models.pooling import sequence_pooling
 from seqvision.models.registry import register_model
 from seqvision.models.scan import ImageScan
 
+FUSED_LAYERS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
-@register_model("lstm")
-class LSTMClassifier(nn.Module):
-    """LSTM over the rows of the image, last hidden state -> dropout -> linear (seed 000)."""
 
-    def __init__(self, image_shape: tuple[int, int], num_classes: int, *, hidden: int = 128, layers: int = 1,
-                 dropout: float = 0.2, scan: str = "rows") -> None:
+def recurrent_layer(kind: str, features: int, hidden: int, layers: int, dropout: float, *,
+                    bidirectional: bool = False, cell_activation: str = "tanh") -> nn.Module:
+    """A batch-first recurrent layer returning (outputs, state). A non-tanh LSTM activation needs the explicit
+    cell, which the fused kernels cannot do; dropout applies between stacked layers only."""
+    between = dropout if layers > 1 else 0.0
+    if cell_activation != "tanh":
+        if kind != "lstm" or bidirectional:
+            raise ConfigError(f"--cell-activation {cell_activation} needs the explicit LSTM cell, which exists "
+                              "for unidirectional LSTMs only (models lstm and stacked-lstm).")
+        return ExplicitLSTM(features, hidden, layers, between, activation=cell_activation)
+    return FUSED_LAYERS[kind](features, hidden, num_layers=layers, batch_first=True, dropout=between,
+                              bidirectional=bidirectional)
+
+
+class RecurrentClassifier(nn.Module):
+    """A recurrent net over the image sequence -> final state (or attention pooling) -> dropout -> linear."""
+
+    kind: ClassVar[str] = "lstm"
+    bidirectional: ClassVar[bool] = False
+    defaults: ClassVar[dict] = {"hidden": 128, "layers": 1, "dropout": 0.2}
+    scans: ClassVar[tuple[str, ...]] = ImageScan.MODES
+    options: ClassVar[tuple[str, ...]] = ("pooling", "cell_activation")
+
+    def __init__(self, image_shape: tuple[int, int], num_classes: int, *, hidden: int | None = None,
+                 layers: int | None = None, dropout: float | None = None, scan: str = "rows",
+                 pooling: str = "last", cell_activation: str = "tanh") -> None:
         super().__init__()
+        hidden = hidden or self.defaults["hidden"]
+        layers = layers or self.defaults["layers"]
+        dropout = self.defaults["dropout"] if dropout is None else dropout
         self.image_shape = tuple(image_shape)
         self.scan = ImageScan(scan, image_shape)
-        # nn.LSTM applies its own dropout only between stacked layers, so it is off for one layer.
-        self.lstm = nn.LSTM(self.scan.features, hidden, num_layers=layers, batch_first=True,
-                            dropout=dropout if layers > 1 else 0.0)
+        self.rnn = recurrent_layer(self.kind, self.scan.features, hidden, layers, dropout,
+                                   bidirectional=self.bidirectional, cell_activation=cell_activation)
+        self.pool = sequence_pooling(pooling, hidden, self.bidirectional)
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden, num_classes)
+        self.head = nn.Linear(hidden * (2 if self.bidirectional else 1), num_classes)
 
     @classmethod
-    def from_config(cls, config: TrainConfig, image_shape: tuple[int, int], num_classes: int) -> LSTMClassifier:
-        return cls(image_shape, num_classes, hidden=config.hidden, layers=config.layers,
-                   dropout=config.dropout, scan=config.scan)
+    def from_config(cls, config: TrainConfig, image_shape: tuple[int, int], num_classes: int) -> RecurrentClassifier:
+        return cls(image_shape, num_classes, hidden=config.hidden, layers=config.layers, dropout=config.dropout,
+                   scan=config.scan, pooling=config.pooling, cell_activation=config.cell_activation)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        # images: (B, H, W) -> sequences (B, T, F) -> outputs (B, T, hidden) -> logits (B, num_classes)
-        sequences = self.scan(images)
-        outputs, _ = self.lstm(sequences)
-        return self.head(self.dropout(outputs[:, -1]))
+        # images (B, H, W) -> sequences (B, T, F) -> outputs (B, T, dirs*H) -> pooled (B, dirs*H) -> logits (B, C)
+        outputs, _ = self.rnn(self.scan(images))
+        return self.head(self.dropout(self.pool(outputs)))
+
+
+@register_model("lstm")
+class LSTMClassifier(RecurrentClassifier):
+    """LSTM over the rows of the image, last hidden state -> dropout -> linear (seed 000)."""
+
+
+@register_model("stacked-lstm")
+class StackedLSTMClassifier(RecurrentClassifier):
+    """Two LSTM(50) layers with dropout 0.2 after each, then a linear layer (seed 002)."""
+
+    defaults: ClassVar[dict] = {"hidden": 50, "layers": 2, "dropout": 0.2}
+
+
+@register_model("gru")
+class GRUClassifier(RecurrentClassifier):
+    """GRU over the rows of the image, last hidden state -> dropout -> linear."""
+
+    kind: ClassVar[str] = "gru"
+
+
+@register_model("rnn")
+class PlainRNNClassifier(RecurrentClassifier):
+    """Plain tanh RNN over the rows: the baseline that shows what the LSTM's gates buy (seed 001)."""
+
+    kind: ClassVar[str] = "rnn"
+
+
+@register_model("bilstm")
+class BidirectionalLSTMClassifier(RecurrentClassifier):
+    """Bidirectional LSTM; both directions' final states are concatenated -> dropout -> linear."""
+
+    bidirectional: ClassVar[bool] = True

@@ -1,19 +1,29 @@
 """One table of model families: the CLI, presets and reports discover models from it.
 
 Adding a model is one file with a class and a `@register_model("name")` line above it, plus an import in
-`seqvision/models/__init__.py`.
+`seqvision/models/__init__.py`. The class states what it accepts:
+
+- `defaults`: its values for the architecture options it uses (hidden, layers, dropout); a config that
+  leaves one of them None gets the model's value, and setting one the model does not use is refused;
+- `scans`: the sequence modes it can read (`--scan`);
+- `options`: which of `pooling` and `cell_activation` it honours beyond their defaults;
+- `from_config(config, image_shape, num_classes)`: builds it from a resolved config.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
-from seqvision.config import TrainConfig
+from seqvision.config import MODEL_DEFAULTED, TrainConfig
 from seqvision.errors import ConfigError
 from seqvision.registry import Registry
+
+OPTION_DEFAULTS = {"pooling": "last", "cell_activation": "tanh"}
 
 
 @dataclass(frozen=True)
@@ -22,12 +32,20 @@ class ModelEntry:
     builder: type[nn.Module]
     description: str
 
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return dict(self.builder.defaults)
+
+    @property
+    def scans(self) -> tuple[str, ...]:
+        return tuple(self.builder.scans)
+
 
 MODELS: Registry[ModelEntry] = Registry("model", ConfigError)
 
 
 def register_model(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator: the class needs a `from_config(config, image_shape, num_classes)` classmethod."""
+    """Class decorator for a model family (see the module docstring for what the class provides)."""
 
     def add(cls: type[nn.Module]) -> type[nn.Module]:
         description = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
@@ -45,5 +63,33 @@ def get_model_entry(name: str) -> ModelEntry:
     return MODELS.get(name)
 
 
+def resolve_model_options(config: TrainConfig) -> TrainConfig:
+    """Fill the architecture options the config leaves open with the model's defaults, and refuse options
+    and sequence modes the model cannot use, naming what it can."""
+    entry = get_model_entry(config.model)
+    if config.scan not in entry.scans:
+        raise ConfigError(f"model {entry.name} cannot read images with --scan {config.scan}; it accepts "
+                          f"{', '.join(entry.scans)}. The recurrent models (lstm, gru, rnn, bilstm, stacked-lstm) "
+                          "read every sequence mode.")
+    filled = {}
+    for name in MODEL_DEFAULTED:
+        value = getattr(config, name)
+        if name in entry.defaults:
+            filled[name] = entry.defaults[name] if value is None else value
+        elif value is not None:
+            takes = ", ".join("--" + key for key in entry.defaults) or "none of --hidden, --layers, --dropout"
+            raise ConfigError(f"model {entry.name} has no --{name} option; it takes {takes}.")
+    for name, default in OPTION_DEFAULTS.items():
+        if getattr(config, name) != default and name not in entry.builder.options:
+            raise ConfigError(f"model {entry.name} does not support --{name.replace('_', '-')} "
+                              f"{getattr(config, name)}; it applies to the recurrent models.")
+    return dataclasses.replace(config, **filled)
+
+
 def build_model(config: TrainConfig, image_shape: tuple[int, int], num_classes: int) -> nn.Module:
-    return get_model_entry(config.model).builder.from_config(config, image_shape, num_classes)
+    from seqvision.models.init import initialise
+
+    config = resolve_model_options(config)
+    model = get_model_entry(config.model).builder.from_config(config, tuple(image_shape), num_classes)
+    initialise(model, config.init)
+    return model

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from seqvision.errors import ConfigError, InputShapeError
+
+PERMUTATION_SEED = 0
 
 
 class ImageScan(nn.Module):
@@ -13,21 +16,36 @@ class ImageScan(nn.Module):
 
     `rows`: one step per row (28 steps of 28 pixels for MNIST), as in the seed programs.
     `columns`: one step per column, left to right.
+    `pixels`: one step per pixel in reading order (784 steps of 1 value): sequential MNIST.
+    `permuted-pixels`: the pixels in one fixed random order (seed 0, whatever the training seed), which
+    removes the local structure a recurrent net could exploit: permuted sequential MNIST.
     """
+
+    MODES = ("rows", "columns", "pixels", "permuted-pixels")
 
     def __init__(self, mode: str, image_shape: tuple[int, int]) -> None:
         super().__init__()
-        if mode not in ("rows", "columns"):
-            raise ConfigError(f"unknown scan {mode!r}; choose rows or columns.")
+        if mode not in self.MODES:
+            raise ConfigError(f"unknown scan {mode!r}; choose one of: {', '.join(self.MODES)}.")
         self.mode = mode
         self.image_shape = tuple(image_shape)
         height, width = self.image_shape
-        self.steps, self.features = (height, width) if mode == "rows" else (width, height)
+        self.steps, self.features = {"rows": (height, width), "columns": (width, height)}.get(mode, (height * width, 1))
+        if mode == "permuted-pixels":
+            order = np.random.RandomState(PERMUTATION_SEED).permutation(height * width)
+            self.register_buffer("order", torch.from_numpy(order), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         # images: (B, H, W) -> sequences: (B, steps, features)
         check_image_batch(images, self.image_shape)
-        return images if self.mode == "rows" else images.transpose(1, 2)
+        if self.mode == "rows":
+            return images
+        if self.mode == "columns":
+            return images.transpose(1, 2)
+        pixels = images.reshape(len(images), -1)
+        if self.mode == "permuted-pixels":
+            pixels = pixels[:, self.order]
+        return pixels.unsqueeze(-1)
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}, steps={self.steps}, features={self.features}"

@@ -35,10 +35,10 @@ def split_batches(config: TrainConfig, splits: ImageSplits) -> RunBatches:
               "checkpoint then see the test data, so the test accuracy is optimistic.", file=sys.stderr)
         val_images, val_labels = test_images, test_labels
     else:
-        keep, held_out = stratified_split(train_labels, config.val_fraction, config.seed)
+        keep, held_out = validation_split(train_labels, config)
         val_images, val_labels = train_images[held_out], train_labels[held_out]
         train_images, train_labels = train_images[keep], train_labels[keep]
-    normalisation = Normalisation.of(train_images)
+    normalisation = Normalisation.of(train_images) if config.normalise == "standardise" else Normalisation(0.0, 1.0)
     return RunBatches(
         train=InMemoryBatches(train_images, train_labels, config.batch_size, normalisation,
                               shuffle=True, seed=config.seed),
@@ -46,6 +46,15 @@ def split_batches(config: TrainConfig, splits: ImageSplits) -> RunBatches:
         test=eval_batches(test_images, test_labels, normalisation),
         normalisation=normalisation,
     )
+
+
+def validation_split(labels: np.ndarray, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (kept, held out). `last` holds out the final fraction in file order, as Keras's
+    `validation_split` does; `stratified` holds out a seeded fraction of every class."""
+    if config.val_split == "last":
+        count = len(labels) - round(len(labels) * config.val_fraction)
+        return np.arange(count), np.arange(count, len(labels))
+    return stratified_split(labels, config.val_fraction, config.seed)
 
 
 def eval_batches(images: np.ndarray, labels: np.ndarray, normalisation: Normalisation) -> InMemoryBatches:

@@ -23,7 +23,7 @@ from seqvision.data import get_dataset, load_dataset
 from seqvision.errors import ConfigError, TrainingDivergedError, TrainingInterruptedError
 from seqvision.evaluation.evaluate import evaluate_model, load_checkpoint_model
 from seqvision.evaluation.summary import model_summary
-from seqvision.models import build_model, get_model_entry
+from seqvision.models import build_model, resolve_model_options
 from seqvision.training.batching import split_batches
 from seqvision.training.callbacks import AtomicCheckpointIO, EpochHistory, InterruptCheckpoint
 from seqvision.training.module import ClassifierModule
@@ -61,12 +61,11 @@ def train(config: TrainConfig | None = None, *, out: str | os.PathLike[str] | No
             raise ConfigError(f"{run.path} has already trained {trained} of its {config.epochs} epochs; "
                               f"pass --epochs N with N > {trained} to train it further.")
     else:
-        config = dataclasses.replace(config or TrainConfig(), **overrides).validate()
+        config = resolve_model_options(dataclasses.replace(config or TrainConfig(), **overrides).validate())
         run_path = Path(out) if out is not None else RunFolder.default_path(config)
         RunFolder.check_can_create(run_path)
         checkpoint = None
     spec = get_dataset(config.dataset)
-    get_model_entry(config.model)
     accelerator = _resolve_accelerator(config.accelerator)
 
     splits = load_dataset(spec.name, config.data_dir)

@@ -1,0 +1,50 @@
+"""The convolutional baseline that seed 002 compares the LSTM with."""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from seqvision.config import TrainConfig
+from seqvision.models.registry import register_model
+from seqvision.models.scan import check_image_batch
+
+
+def pooled_size(size: int, pools: int) -> int:
+    """Side length after `pools` 2x2 max-pools with Keras's padding='same' (a partial window still counts)."""
+    for _ in range(pools):
+        size = math.ceil(size / 2)
+    return size
+
+
+@register_model("cnn")
+class ConvClassifier(nn.Module):
+    """Conv 5x5x32 -> pool -> conv 5x5x64 -> pool -> dense 1024 -> dropout 0.5 -> dense (seed 002)."""
+
+    defaults: ClassVar[dict] = {"dropout": 0.5}
+    scans: ClassVar[tuple[str, ...]] = ("rows",)
+    options: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, image_shape: tuple[int, int], num_classes: int, *, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, 5, padding="same"), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
+            nn.Conv2d(32, 64, 5, padding="same"), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
+        )
+        flat = 64 * pooled_size(image_shape[0], 2) * pooled_size(image_shape[1], 2)
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(flat, 1024), nn.ReLU(), nn.Dropout(dropout), nn.Linear(1024, num_classes),
+        )
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, image_shape: tuple[int, int], num_classes: int) -> ConvClassifier:
+        return cls(image_shape, num_classes, dropout=config.dropout)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        # images (B, H, W) -> (B, 1, H, W) -> features (B, 64, H/4, W/4) -> logits (B, C)
+        check_image_batch(images, self.image_shape)
+        return self.classifier(self.features(images.unsqueeze(1)))
