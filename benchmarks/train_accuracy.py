@@ -22,7 +22,7 @@ from datetime import date
 from pathlib import Path
 
 from seqvision.cli import build_parser
-from seqvision.config import TrainConfig
+from seqvision.config import TrainConfig, load_preset
 from seqvision.training.train import train
 
 
@@ -44,7 +44,8 @@ def main(argv: list[str]) -> None:
     names = {field.name for field in dataclasses.fields(TrainConfig)}
     overrides = {name: value for name, value in vars(args).items() if name in names and value is not None}
     started = time.perf_counter()
-    result = train(out=args.out, progress=not args.no_progress, **overrides)
+    config = load_preset(args.config) if args.config else None
+    result = train(config, out=args.out, progress=not args.no_progress, **overrides)
     total = time.perf_counter() - started
     with open(result.run_dir / "history.csv", newline="") as handle:
         epoch_seconds = [float(row["seconds"]) for row in csv.DictReader(handle)]

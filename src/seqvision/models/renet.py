@@ -51,11 +51,11 @@ class ReNetLayer(nn.Module):
 class ReNetClassifier(nn.Module):
     """Pure-recurrent ReNet: stacked vertical+horizontal bidirectional LSTM sweeps over 2x2 patches -> dense."""
 
-    defaults: ClassVar[dict] = {"hidden": 64, "layers": 2, "dropout": 0.2}
+    defaults: ClassVar[dict] = {"hidden": 32, "layers": 2, "dropout": 0.2}
     scans: ClassVar[tuple[str, ...]] = ("rows",)
     options: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, image_shape: tuple[int, int], num_classes: int, *, hidden: int = 64, layers: int = 2,
+    def __init__(self, image_shape: tuple[int, int], num_classes: int, *, hidden: int = 32, layers: int = 2,
                  dropout: float = 0.2) -> None:
         super().__init__()
         self.image_shape = tuple(image_shape)

@@ -1,0 +1,110 @@
+"""The explicit LSTM against the reference: torch.nn.LSTM with the same weights."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from seqvision.errors import ConfigError
+from seqvision.models.cells import ExplicitLSTM, LSTMCell
+
+
+def twins(layers: int, seed: int = 0) -> tuple[nn.LSTM, ExplicitLSTM]:
+    torch.manual_seed(seed)
+    fused = nn.LSTM(7, 16, num_layers=layers, batch_first=True).double()
+    return fused, ExplicitLSTM.like(fused).double()
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_explicit_lstm_matches_nn_lstm_forward(layers):
+    fused, explicit = twins(layers)
+    sequences = torch.randn(5, 11, 7, dtype=torch.float64)
+    expected, (expected_h, expected_c) = fused(sequences)
+    outputs, (h, c) = explicit(sequences)
+    torch.testing.assert_close(outputs, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(h, expected_h, atol=1e-5, rtol=0)
+    torch.testing.assert_close(c, expected_c, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_explicit_lstm_matches_nn_lstm_gradients(layers):
+    fused, explicit = twins(layers, seed=1)
+    sequences = torch.randn(4, 9, 7, dtype=torch.float64)
+    weights = torch.randn(4, 9, 16, dtype=torch.float64)
+    fused_input = sequences.clone().requires_grad_()
+    explicit_input = sequences.clone().requires_grad_()
+    (fused(fused_input)[0] * weights).sum().backward()
+    (explicit(explicit_input)[0] * weights).sum().backward()
+    torch.testing.assert_close(explicit_input.grad, fused_input.grad, atol=1e-5, rtol=0)
+    for layer in range(layers):
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            expected = getattr(fused, f"{name}_l{layer}").grad
+            actual = getattr(explicit.cells[layer], name).grad
+            torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0, msg=f"{name} of layer {layer}")
+
+
+def test_float32_cell_matches_within_1e_5():
+    torch.manual_seed(2)
+    fused = nn.LSTM(28, 128, batch_first=True)
+    explicit = ExplicitLSTM.like(fused)
+    images = torch.rand(8, 28, 28)
+    torch.testing.assert_close(explicit(images)[0], fused(images)[0], atol=1e-5, rtol=0)
+
+
+def test_cell_has_nn_lstmcell_parameter_layout():
+    torch.manual_seed(3)
+    reference = nn.LSTMCell(6, 10)
+    cell = LSTMCell(6, 10)
+    cell.load_state_dict(reference.state_dict())
+    inputs, h, c = torch.randn(3, 6), torch.randn(3, 10), torch.randn(3, 10)
+    expected_h, expected_c = reference(inputs, (h, c))
+    new_h, new_c, _ = cell(inputs @ cell.weight_ih.T + cell.bias_ih, (h, c))
+    torch.testing.assert_close(new_h, expected_h, atol=1e-6, rtol=0)
+    torch.testing.assert_close(new_c, expected_c, atol=1e-6, rtol=0)
+
+
+def numpy_lstm(weights: dict[str, np.ndarray], sequence: np.ndarray, squash) -> tuple[np.ndarray, np.ndarray]:
+    """A reference LSTM in numpy, straight from the equations (gate order i, f, g, o)."""
+    hidden_size = weights["weight_hh"].shape[1]
+    h, c = np.zeros(hidden_size), np.zeros(hidden_size)
+    sigmoid = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    for x in sequence:
+        z = weights["weight_ih"] @ x + weights["bias_ih"] + weights["weight_hh"] @ h + weights["bias_hh"]
+        i, f, g, o = np.split(z, 4)
+        c = sigmoid(f) * c + sigmoid(i) * squash(g)
+        h = sigmoid(o) * squash(c)
+    return h, c
+
+
+@pytest.mark.parametrize(("activation", "squash"), [("tanh", np.tanh), ("sigmoid", lambda x: 1 / (1 + np.exp(-x)))])
+def test_explicit_lstm_follows_the_equations(activation, squash):
+    torch.manual_seed(4)
+    lstm = ExplicitLSTM(5, 8, activation=activation).double()
+    sequence = torch.randn(1, 6, 5, dtype=torch.float64)
+    _, (h, c) = lstm(sequence)
+    weights = {name: value.detach().numpy() for name, value in lstm.cells[0].named_parameters()}
+    expected_h, expected_c = numpy_lstm(weights, sequence[0].numpy(), squash)
+    np.testing.assert_allclose(h[0, 0].detach().numpy(), expected_h, atol=1e-12)
+    np.testing.assert_allclose(c[0, 0].detach().numpy(), expected_c, atol=1e-12)
+
+
+def test_trace_returns_every_gate_and_state():
+    fused, explicit = twins(2)
+    sequences = torch.randn(3, 10, 7, dtype=torch.float64)
+    trace = explicit.trace(sequences)
+    for name in ("input_gate", "forget_gate", "candidate", "output_gate", "cell", "hidden"):
+        assert getattr(trace, name).shape == (3, 10, 16), name
+    for gate in (trace.input_gate, trace.forget_gate, trace.output_gate):
+        assert gate.min() >= 0 and gate.max() <= 1
+    # The recorded states obey the cell equations and equal the fused LSTM's outputs.
+    previous = torch.cat([torch.zeros_like(trace.cell[:, :1]), trace.cell[:, :-1]], dim=1)
+    torch.testing.assert_close(trace.cell, trace.forget_gate * previous + trace.input_gate * trace.candidate)
+    torch.testing.assert_close(trace.hidden, trace.output_gate * torch.tanh(trace.cell))
+    torch.testing.assert_close(trace.hidden, fused(sequences)[0], atol=1e-5, rtol=0)
+
+
+def test_unknown_activation_and_bidirectional_twin_are_refused():
+    with pytest.raises(ConfigError, match="unknown cell activation 'relu'"):
+        LSTMCell(3, 4, activation="relu")
+    with pytest.raises(ConfigError, match="unidirectional"):
+        ExplicitLSTM.like(nn.LSTM(3, 4, batch_first=True, bidirectional=True))
