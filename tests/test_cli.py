@@ -25,6 +25,11 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
         (["--hidden", "0"], "--hidden must be positive"),
         (["--dropout", "1"], r"--dropout must be in [0, 1)"),
         (["--optimizer", "adagrad"], "adam, rmsprop, sgd"),
+        (["--model", "cnn", "--scan", "pixels"], "model cnn cannot read images with --scan pixels"),
+        (["--model", "renet", "--pooling", "attention"], "model renet does not support --pooling attention"),
+        (["--model", "cnn", "--layers", "2"], "model cnn has no --layers option"),
+        (["--init", "xavier"], "unknown --init 'xavier'"),
+        (["--config", "seed-42"], "no config file 'seed-42' and no preset of that name"),
     ],
 )
 def test_bad_training_options_fail_before_training(capsys, tmp_path, argv, message):
