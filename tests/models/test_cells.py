@@ -5,7 +5,9 @@ import pytest
 import torch
 from torch import nn
 
+from seqvision.config import TrainConfig
 from seqvision.errors import ConfigError
+from seqvision.models import build_model
 from seqvision.models.cells import ExplicitLSTM, LSTMCell
 
 
@@ -108,3 +110,18 @@ def test_unknown_activation_and_bidirectional_twin_are_refused():
         LSTMCell(3, 4, activation="relu")
     with pytest.raises(ConfigError, match="unidirectional"):
         ExplicitLSTM.like(nn.LSTM(3, 4, batch_first=True, bidirectional=True))
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+def test_lstm_classifier_traces_its_own_weights(activation):
+    torch.manual_seed(5)
+    model = build_model(TrainConfig(model="lstm", hidden=12, cell_activation=activation), (8, 8), 10).eval()
+    images = torch.rand(2, 8, 8)
+    trace = model.trace(images)
+    assert trace.forget_gate.shape == (2, 8, 12)
+    torch.testing.assert_close(model.head(trace.hidden[:, -1]), model(images), atol=1e-5, rtol=0)
+
+
+def test_trace_is_refused_for_models_without_an_lstm_cell():
+    with pytest.raises(ConfigError, match="unidirectional LSTMs"):
+        build_model(TrainConfig(model="gru"), (8, 8), 10).trace(torch.rand(1, 8, 8))

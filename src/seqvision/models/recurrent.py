@@ -13,7 +13,7 @@ from torch import nn
 
 from seqvision.config import TrainConfig
 from seqvision.errors import ConfigError
-from seqvision.models.cells import ExplicitLSTM
+from seqvision.models.cells import ExplicitLSTM, LSTMTrace
 from seqvision.models.pooling import sequence_pooling
 from seqvision.models.registry import register_model
 from seqvision.models.scan import ImageScan
@@ -68,6 +68,14 @@ class RecurrentClassifier(nn.Module):
         # images (B, H, W) -> sequences (B, T, F) -> outputs (B, T, dirs*H) -> pooled (B, dirs*H) -> logits (B, C)
         outputs, _ = self.rnn(self.scan(images))
         return self.head(self.dropout(self.pool(outputs)))
+
+    @torch.no_grad()
+    def trace(self, images: torch.Tensor) -> LSTMTrace:
+        """Gates and states of the last LSTM layer at every step, from the explicit cell with the same weights."""
+        if self.kind != "lstm" or self.bidirectional:
+            raise ConfigError(f"gate traces exist for unidirectional LSTMs; this model is a {type(self).__name__}.")
+        explicit = self.rnn if isinstance(self.rnn, ExplicitLSTM) else ExplicitLSTM.like(self.rnn)
+        return explicit.eval().trace(self.scan(images))
 
 
 @register_model("lstm")
