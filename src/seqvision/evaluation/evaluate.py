@@ -16,18 +16,14 @@ from seqvision.errors import RunFolderError
 from seqvision.training.run_folder import RunFolder
 
 
-@torch.inference_mode()
 def evaluate_model(model: nn.Module, batches: InMemoryBatches, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Mean cross-entropy and accuracy over every batch, summed in float64 so batch order cannot matter."""
-    model.eval().to(device)
-    total_loss = torch.zeros((), dtype=torch.float64)
-    correct = 0
-    for images, labels in batches:
-        images, labels = images.to(device), labels.to(device)
-        logits = model(images)
-        total_loss += F.cross_entropy(logits, labels, reduction="sum").double().cpu()
-        correct += int((logits.argmax(dim=1) == labels).sum())
-    count = len(batches.labels)
+    """Mean cross-entropy (summed in float64, so batch order cannot matter) and accuracy over the split."""
+    from seqvision.evaluation.metrics import predict
+
+    predictions = predict(model, batches, device)
+    count = len(predictions.labels)
+    total_loss = F.cross_entropy(predictions.logits.double(), predictions.labels, reduction="sum")
+    correct = int((predictions.predicted == predictions.labels).sum())
     return {"test_loss": float(total_loss) / count, "test_accuracy": correct / count, "test_samples": count}
 
 

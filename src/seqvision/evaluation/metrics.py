@@ -1,0 +1,101 @@
+"""Everything seed 001 lists for judging a classifier, computed by torchmetrics from one set of predictions."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seqvision.data.batches import InMemoryBatches
+
+TOP_K = 3
+CALIBRATION_BINS = 15
+
+
+@dataclass
+class Predictions:
+    """Logits (N, C) and true labels (N,) for a whole split, on the CPU."""
+
+    logits: torch.Tensor
+    labels: torch.Tensor
+
+    @property
+    def probabilities(self) -> torch.Tensor:
+        return torch.softmax(self.logits.double(), dim=1)
+
+    @property
+    def predicted(self) -> torch.Tensor:
+        return self.logits.argmax(dim=1)
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, batches: InMemoryBatches, device: torch.device | str = "cpu") -> Predictions:
+    model.eval().to(device)
+    logits, labels = [], []
+    for images, batch_labels in batches:
+        logits.append(model(images.to(device)).float().cpu())
+        labels.append(batch_labels)
+    return Predictions(torch.cat(logits), torch.cat(labels))
+
+
+def classification_metrics(predictions: Predictions, num_classes: int, top_k: int = TOP_K) -> dict[str, Any]:
+    """Scalar metrics and per-class lists, as plain Python numbers ready for JSON.
+
+    `precision`/`recall`/`f1` are per class; the `macro_` versions average classes equally, the
+    `weighted_` versions by their support. `roc` holds one-vs-rest curves; `ece` is the expected
+    calibration error of the top-class probability over 15 equal-width bins.
+    """
+    from torchmetrics.functional import classification as tm
+
+    probs, labels = predictions.probabilities, predictions.labels
+    common = {"num_classes": num_classes}
+    metrics: dict[str, Any] = {
+        "test_loss": float(F.cross_entropy(predictions.logits.double(), labels, reduction="sum")) / len(labels),
+        "test_accuracy": float(tm.multiclass_accuracy(probs, labels, average="micro", **common)),
+        "top_k": top_k,
+        "top_k_accuracy": float(tm.multiclass_accuracy(probs, labels, average="micro", top_k=min(top_k, num_classes),
+                                                       **common)),
+        "ece": float(tm.multiclass_calibration_error(probs, labels, n_bins=CALIBRATION_BINS, **common)),
+        "test_samples": len(labels),
+    }
+    for name, function in (("precision", tm.multiclass_precision), ("recall", tm.multiclass_recall),
+                           ("f1", tm.multiclass_f1_score)):
+        metrics[name] = function(probs, labels, average="none", **common).tolist()
+        for average in ("macro", "weighted"):
+            metrics[f"{average}_{name}"] = float(function(probs, labels, average=average, **common))
+    metrics["support"] = torch.bincount(labels, minlength=num_classes).tolist()
+    metrics["auc"] = tm.multiclass_auroc(probs, labels, average="none", **common).tolist()
+    metrics["macro_auc"] = float(sum(metrics["auc"]) / num_classes)
+    metrics["confusion_matrix"] = tm.multiclass_confusion_matrix(probs, labels, **common).tolist()
+    false_positive, true_positive, _ = tm.multiclass_roc(probs, labels, **common)
+    metrics["roc"] = [{"fpr": fpr.tolist(), "tpr": tpr.tolist()} for fpr, tpr in zip(false_positive, true_positive,
+                                                                                       strict=True)]
+    return metrics
+
+
+def per_class_csv(metrics: dict[str, Any], class_names: list[str]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["class", "precision", "recall", "f1", "auc", "support"])
+    for index, name in enumerate(class_names):
+        writer.writerow([name, *(f"{metrics[key][index]:.6f}" for key in ("precision", "recall", "f1", "auc")),
+                         metrics["support"][index]])
+    for average in ("macro", "weighted"):
+        writer.writerow([f"{average} average", *(f"{metrics[f'{average}_{key}']:.6f}" for key in
+                                                 ("precision", "recall", "f1")),
+                         f"{metrics['macro_auc']:.6f}" if average == "macro" else "", sum(metrics["support"])])
+    return out.getvalue()
+
+
+def confusion_csv(metrics: dict[str, Any], class_names: list[str]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["true \\ predicted", *class_names])
+    for name, row in zip(class_names, metrics["confusion_matrix"], strict=True):
+        writer.writerow([name, *row])
+    return out.getvalue()

@@ -1,0 +1,65 @@
+"""Metrics against values worked out by hand on six predictions over three classes."""
+
+import math
+
+import pytest
+import torch
+
+from seqvision.evaluation.metrics import Predictions, classification_metrics, confusion_csv, per_class_csv
+
+# Rows are the predicted probabilities; the true labels are 0, 0, 1, 1, 2, 2. Argmax predicts 0, 1, 1, 1, 2, 0.
+PROBABILITIES = [
+    [0.70, 0.20, 0.10],
+    [0.29, 0.61, 0.10],
+    [0.10, 0.81, 0.09],
+    [0.20, 0.50, 0.30],
+    [0.10, 0.09, 0.81],
+    [0.50, 0.30, 0.20],
+]
+LABELS = [0, 0, 1, 1, 2, 2]
+
+
+@pytest.fixture(scope="module")
+def metrics():
+    logits = torch.tensor(PROBABILITIES, dtype=torch.float64).log()
+    return classification_metrics(Predictions(logits, torch.tensor(LABELS)), num_classes=3, top_k=2)
+
+
+def test_accuracy_loss_and_top_k(metrics):
+    assert metrics["test_accuracy"] == pytest.approx(4 / 6)
+    # top-2 misses only the last image: its true class has the smallest probability
+    assert metrics["top_k_accuracy"] == pytest.approx(5 / 6)
+    true_probabilities = [0.70, 0.29, 0.81, 0.50, 0.81, 0.20]
+    assert metrics["test_loss"] == pytest.approx(-sum(map(math.log, true_probabilities)) / 6)
+    assert metrics["test_samples"] == 6
+
+
+def test_confusion_matrix_precision_recall_f1(metrics):
+    assert metrics["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert metrics["precision"] == pytest.approx([1 / 2, 2 / 3, 1])
+    assert metrics["recall"] == pytest.approx([1 / 2, 1, 1 / 2])
+    assert metrics["f1"] == pytest.approx([1 / 2, 4 / 5, 2 / 3])
+    assert metrics["macro_f1"] == pytest.approx((1 / 2 + 4 / 5 + 2 / 3) / 3)
+    assert metrics["weighted_precision"] == pytest.approx((1 / 2 + 2 / 3 + 1) / 3)  # equal support
+    assert metrics["support"] == [2, 2, 2]
+
+
+def test_one_vs_rest_auc_and_roc(metrics):
+    # In every class, 7 of the 8 (positive, negative) pairs are ranked the right way round.
+    assert metrics["auc"] == pytest.approx([7 / 8] * 3)
+    assert metrics["macro_auc"] == pytest.approx(7 / 8)
+    for curve in metrics["roc"]:
+        assert curve["fpr"][0] == 0 and curve["tpr"][-1] == 1 and curve["fpr"][-1] == 1
+
+
+def test_expected_calibration_error(metrics):
+    # Bins (width 1/15) hold confidences {0.5, 0.5} with accuracy 1/2, {0.61} wrong, {0.70} right, {0.81, 0.81} right.
+    assert metrics["ece"] == pytest.approx((0 + 0.61 + 0.30 + 2 * 0.19) / 6)
+
+
+def test_csv_tables(metrics):
+    rows = per_class_csv(metrics, ["a", "b", "c"]).splitlines()
+    assert rows[0] == "class,precision,recall,f1,auc,support"
+    assert rows[1] == "a,0.500000,0.500000,0.500000,0.875000,2"
+    assert rows[-1].startswith("weighted average,") and rows[-1].endswith(",6")
+    assert confusion_csv(metrics, ["a", "b", "c"]).splitlines()[3] == "c,1,0,1"
