@@ -68,10 +68,13 @@ class InMemoryBatches:
             order = torch.randperm(count, generator=generator)
         else:
             order = torch.arange(count)
-        mean, std = self.normalisation.mean, self.normalisation.std
         first, self.batches_done = self.batches_done * self.batch_size, 0
         for start in range(first, count, self.batch_size):
-            index = order[start:start + self.batch_size]
-            # images: (B, H, W) uint8 -> float, standardised with the training split's statistics
-            images = self.images[index].float().div_(255.0).sub_(mean).div_(std)
-            yield images, self.labels[index]
+            yield self.batch(order[start:start + self.batch_size])
+
+    def batch(self, index: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The samples at `index`, normalised: images (B, H, W) float, labels (B,)."""
+        index = torch.as_tensor(index)
+        # uint8 -> float in [0, 1], then standardised with the training split's statistics
+        images = self.images[index].float().div_(255.0).sub_(self.normalisation.mean).div_(self.normalisation.std)
+        return images, self.labels[index]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -53,23 +55,35 @@ def load_checkpoint_model(run: RunFolder, checkpoint: str = "best") -> tuple[nn.
     return model, {"epoch": saved.get("epoch", 0) + 1, "checkpoint": checkpoint}
 
 
-def evaluate(run_dir: str | os.PathLike[str], checkpoint: str = "best",
-             data_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """Re-evaluate a saved run on its test set and return the metrics (the same numbers training recorded)."""
+@dataclass
+class EvaluationSplit:
+    """A run's test images as stored (uint8, for pictures) and as batches normalised the way it was trained."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    batches: InMemoryBatches
+
+
+def load_test_split(run: RunFolder, data_dir: str | os.PathLike[str] | None = None) -> EvaluationSplit:
+    """The test split the run was evaluated on, refusing data whose image size differs from the run's."""
     from seqvision.data import load_dataset
     from seqvision.training.batching import eval_batches, limit
 
-    run = RunFolder.open(run_dir)
-    config = run.load_config()
-    info = run.read_info()
-    model, where = load_checkpoint_model(run, checkpoint)
+    config, info = run.load_config(), run.read_info()
     splits = load_dataset(config.dataset, data_dir if data_dir is not None else config.data_dir)
     if tuple(splits.image_shape) != tuple(info["image_shape"]):
         raise RunFolderError(f"dataset {config.dataset} now has {splits.image_shape} images but the run was trained "
                              f"on {tuple(info['image_shape'])}; point --data-dir at the data it was trained on.")
     images, labels = limit(splits.test_images, splits.test_labels, config.test_limit)
-    batches = eval_batches(images, labels, Normalisation(**info["normalisation"]))
-    return {**where, **evaluate_model(model, batches)}
+    return EvaluationSplit(images, labels, eval_batches(images, labels, Normalisation(**info["normalisation"])))
+
+
+def evaluate(run_dir: str | os.PathLike[str], checkpoint: str = "best",
+             data_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Re-evaluate a saved run on its test set and return the metrics (the same numbers training recorded)."""
+    run = RunFolder.open(run_dir)
+    model, where = load_checkpoint_model(run, checkpoint)
+    return {**where, **evaluate_model(model, load_test_split(run, data_dir).batches)}
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:

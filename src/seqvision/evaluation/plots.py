@@ -1,26 +1,42 @@
-"""Pictures of a run, drawn with matplotlib's file backend (no display needed)."""
+"""Pictures of a run, drawn with matplotlib's file backend (no display needed); every file is written atomically."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from seqvision.atomic import atomic_path
 
+DPI = 100
 
-def plot_training_curves(rows: Sequence[dict[str, str]], path: Path) -> None:
-    """Loss and accuracy per epoch, training against validation, side by side (as seed 002 plots them)."""
+
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(figure: Any, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=DPI)
+    _pyplot().close(figure)
+
+
+def plot_training_curves(rows: Sequence[dict[str, str]], path: Path) -> None:
+    """Loss and accuracy per epoch, training against validation, side by side (as seed 002 plots them)."""
+    plt = _pyplot()
     epochs = [int(row["epoch"]) for row in rows]
 
     def series(name: str) -> list[float]:
         return [float(row[name]) if row.get(name) else float("nan") for row in rows]
 
-    figure, (loss_axes, acc_axes) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    figure, (loss_axes, acc_axes) = plt.subplots(1, 2, figsize=(10, 4))
     for axes, metric, label in ((loss_axes, "loss", "loss"), (acc_axes, "acc", "accuracy")):
         axes.plot(epochs, series(f"train_{metric}"), marker="o", label=f"training {label}")
         axes.plot(epochs, series(f"val_{metric}"), marker="o", label=f"validation {label}")
@@ -29,6 +45,113 @@ def plot_training_curves(rows: Sequence[dict[str, str]], path: Path) -> None:
         axes.grid(alpha=0.3)
         axes.legend()
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
-    plt.close(figure)
+    _save(figure, path)
+
+
+def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: Path, *,
+                          normalise: bool = False) -> None:
+    """Heatmap of true (rows) against predicted (columns) classes, each cell labelled with its count or share."""
+    plt = _pyplot()
+    counts = np.asarray(matrix, dtype=np.float64)
+    values = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1) if normalise else counts
+    figure, axes = plt.subplots(figsize=(7, 6))
+    image = axes.imshow(values, cmap="Blues", vmin=0)
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
+    ticks = range(len(class_names))
+    axes.set_xticks(ticks, class_names)
+    axes.set_yticks(ticks, class_names)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    axes.set_title("Confusion matrix" + (" (share of each true class)" if normalise else " (counts)"))
+    threshold = values.max() / 2 if values.size else 0
+    small = len(class_names) > 12
+    for row in ticks:
+        for col in ticks:
+            text = f"{values[row, col]:.2f}" if normalise else f"{int(counts[row, col])}"
+            axes.text(col, row, text, ha="center", va="center", fontsize=6 if small else 8,
+                      color="white" if values[row, col] > threshold else "black")
+    figure.tight_layout()
+    _save(figure, path)
+
+
+def plot_roc_curves(roc: Sequence[dict[str, list[float]]], auc: Sequence[float], class_names: Sequence[str],
+                    path: Path) -> None:
+    """One-vs-rest ROC curve for every class, with its AUC in the legend.
+
+    Good classifiers hug the top-left corner, so the right panel repeats the curves with a logarithmic
+    false-positive axis, where their differences show.
+    """
+    plt = _pyplot()
+    figure, (linear, logarithmic) = plt.subplots(1, 2, figsize=(12, 5.5))
+    colours = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
+    smallest = min((x for curve in roc for x in curve["fpr"] if x > 0), default=1e-4)
+    for index, (curve, area, name) in enumerate(zip(roc, auc, class_names, strict=True)):
+        colour = colours(index % colours.N)
+        linear.plot(curve["fpr"], curve["tpr"], color=colour, lw=1.5, label=f"{name} (AUC {area:.4f})")
+        # The first point (0, 0) has no place on a log axis; start from the smallest positive rate.
+        logarithmic.step(np.maximum(curve["fpr"], smallest), curve["tpr"], where="post", color=colour, lw=1.5)
+    linear.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="chance (AUC 0.5)")
+    linear.set_title("ROC curves, one class against the rest")
+    linear.legend(loc="lower right", fontsize=8)
+    logarithmic.set_xscale("log")
+    logarithmic.set_xlim(smallest, 1.0)
+    logarithmic.set_title("The same, false positive rate on a log scale")
+    for axes in (linear, logarithmic):
+        axes.set_xlabel("false positive rate")
+        axes.set_ylabel("true positive rate")
+        axes.set_ylim(0.0, 1.01)
+        axes.grid(alpha=0.3)
+    figure.tight_layout()
+    _save(figure, path)
+
+
+def plot_misclassified(images: np.ndarray, true: Sequence[int], predicted: Sequence[int],
+                       confidence: Sequence[float], class_names: Sequence[str], path: Path, columns: int = 6) -> None:
+    """A grid of test images the model got wrong, most confident first, each titled true / predicted."""
+    plt = _pyplot()
+    count = len(images)
+    rows = max(1, -(-count // columns))
+    figure, axes_grid = plt.subplots(rows, columns, figsize=(1.8 * columns, 2.0 * rows + 0.4), squeeze=False)
+    for index, axes in enumerate(axes_grid.flat):
+        axes.axis("off")
+        if index < count:
+            axes.imshow(images[index], cmap="gray_r")
+            axes.set_title(f"true {class_names[true[index]]}\npredicted {class_names[predicted[index]]} "
+                           f"({100 * confidence[index]:.0f}%)", fontsize=8)
+    title = "Most confidently misclassified test images" if count else "No misclassified test images"
+    figure.suptitle(title, fontsize=11)
+    figure.tight_layout()
+    _save(figure, path)
+
+
+def plot_lstm_inside(image: np.ndarray, gates: dict[str, np.ndarray], step_probabilities: np.ndarray,
+                     class_names: Sequence[str], title: str, path: Path) -> None:
+    """The image beside its LSTM's gates and cell state over the steps, and the class probabilities after each step.
+
+    `gates` maps a label to a (steps, hidden) array; `step_probabilities` is (steps, classes).
+    """
+    plt = _pyplot()
+    panels = 2 + len(gates)
+    figure, axes_row = plt.subplots(1, panels, figsize=(3.0 * panels, 4.2))
+    axes_row[0].imshow(image, cmap="gray_r")
+    axes_row[0].set_title("input image")
+    axes_row[0].set_xlabel("column")
+    axes_row[0].set_ylabel("row (time step)")
+    for axes, (label, values) in zip(axes_row[1:-1], gates.items(), strict=True):
+        signed = values.min() < 0
+        shown = axes.imshow(values, aspect="auto", cmap="RdBu_r" if signed else "viridis",
+                            vmin=-np.abs(values).max() if signed else 0, vmax=np.abs(values).max() if signed else 1)
+        figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.04)
+        axes.set_title(label)
+        axes.set_xlabel("hidden unit")
+        axes.set_ylabel("time step")
+    last = axes_row[-1]
+    shown = last.imshow(step_probabilities, aspect="auto", cmap="magma", vmin=0, vmax=1)
+    figure.colorbar(shown, ax=last, fraction=0.046, pad=0.04)
+    last.set_xticks(range(len(class_names)), class_names, fontsize=7)
+    last.set_title("class probabilities")
+    last.set_xlabel("class")
+    last.set_ylabel("after reading step")
+    figure.suptitle(title, fontsize=11)
+    figure.tight_layout()
+    _save(figure, path)
