@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -36,3 +38,19 @@ def mnist_root() -> Path:
     if not root or not (Path(root) / "mnist").is_dir():
         pytest.skip("set SEQVISION_DATA to a folder holding mnist/ to run this test")
     return Path(root)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's headless Chromium, installed with apt-get the first time a test needs it (a fresh machine lacks it)."""
+    path = shutil.which("chromium")
+    if path is None:
+        for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+            result = subprocess.run(command, capture_output=True, text=True,
+                                    env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+            if result.returncode != 0:
+                pytest.fail(f"browser tests need Debian's chromium and `{' '.join(command)}` failed "
+                            f"(exit {result.returncode}): {result.stderr[-500:]}")
+        path = shutil.which("chromium")
+    assert path, "apt-get installed chromium but it is not on PATH"
+    return path

@@ -83,11 +83,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, help="run folder to create [runs/MODEL-DATASET-TIME]")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
     train.add_argument("--no-progress", action="store_true", help="print nothing while training")
+    train.add_argument("--no-report", action="store_true", help="skip the report (seqvision report writes it later)")
 
     evaluate = commands.add_parser("eval", help="re-evaluate a saved run on its test set")
     evaluate.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     evaluate.add_argument("--checkpoint", default="best", help="best, last or interrupted [best]")
     evaluate.add_argument("--data-dir", type=Path, help=TRAIN_HELP["data_dir"])
+
+    report = commands.add_parser("report", help="write a run's metrics, pictures, report.html and report.md",
+                                 description="Evaluate a run's checkpoint on its test set and write every metric "
+                                             "(JSON, CSV), the pictures, one self-contained HTML page and a "
+                                             "Markdown summary into the run folder.")
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    report.add_argument("--checkpoint", default="best", help="best, last or interrupted [best]")
+    report.add_argument("--data-dir", type=Path, help=TRAIN_HELP["data_dir"])
+    report.add_argument("--image", type=int, default=0, metavar="N",
+                        help="test image whose LSTM gates are drawn [0]")
 
     commands.add_parser("models", help="list the models with their parameter counts on MNIST")
     commands.add_parser("datasets", help="list the datasets")
@@ -118,9 +129,25 @@ def run_train(args: argparse.Namespace) -> int:
     from seqvision.config import load_preset
 
     config = load_preset(args.config) if args.config else None
-    result = train(config, out=args.out, resume=args.resume, progress=not args.no_progress, **overrides)
+    result = train(config, out=args.out, resume=args.resume, progress=not args.no_progress,
+                   report=not args.no_report, **overrides)
     print(format_metrics(result.test_metrics))
-    print(f"run folder: {result.run_dir}  (history.csv, curves.png, summary.txt, test_metrics.json, checkpoints/)")
+    written = "history.csv, curves.png, summary.txt, test_metrics.json, checkpoints/"
+    if not args.no_report:
+        written = "report.html, report.md, metrics.json, plots/, " + written
+    print(f"run folder: {result.run_dir}  ({written})")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from seqvision.evaluation.evaluate import format_metrics
+    from seqvision.evaluation.report import write_report
+
+    files = write_report(args.run_dir, checkpoint=args.checkpoint, data_dir=args.data_dir, image_index=args.image)
+    print(format_metrics(files.metrics))
+    print(f"macro F1 {files.metrics['macro_f1']:.4f}  macro AUC {files.metrics['macro_auc']:.5f}  "
+          f"ECE {files.metrics['ece']:.4f}")
+    print(f"report: {files.html}  summary: {files.markdown}")
     return 0
 
 
@@ -158,4 +185,5 @@ def run_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": run_train, "eval": run_eval, "models": run_models, "datasets": run_datasets}
+COMMANDS = {"train": run_train, "eval": run_eval, "report": run_report, "models": run_models,
+            "datasets": run_datasets}

@@ -82,8 +82,9 @@ def evaluate(run_dir: str | os.PathLike[str], checkpoint: str = "best",
              data_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Re-evaluate a saved run on its test set and return the metrics (the same numbers training recorded)."""
     run = RunFolder.open(run_dir)
+    split = load_test_split(run, data_dir)
     model, where = load_checkpoint_model(run, checkpoint)
-    return {**where, **evaluate_model(model, load_test_split(run, data_dir).batches)}
+    return {**where, **evaluate_model(model, split.batches)}
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:

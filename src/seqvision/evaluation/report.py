@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from seqvision.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
+from seqvision.errors import ConfigError
 from seqvision.evaluation import plots
 from seqvision.evaluation.evaluate import EvaluationSplit, load_checkpoint_model, load_test_split
 from seqvision.evaluation.metrics import classification_metrics, confusion_csv, per_class_csv, predict
@@ -57,10 +58,10 @@ def write_report(run_dir: str | os.PathLike[str], *, checkpoint: str = "best",
                  data_dir: str | os.PathLike[str] | None = None, image_index: int = 0) -> ReportFiles:
     """Evaluate the run's checkpoint on its test set and write the report files; returns where they are."""
     run = RunFolder.open(run_dir)
-    model, where = load_checkpoint_model(run, checkpoint)
     split = load_test_split(run, data_dir)
+    model, where = load_checkpoint_model(run, checkpoint)
     if not 0 <= image_index < len(split.labels):
-        raise ValueError(f"--image must be between 0 and {len(split.labels) - 1}, got {image_index}.")
+        raise ConfigError(f"--image must be between 0 and {len(split.labels) - 1}, got {image_index}.")
     info, config = run.read_info(), run.load_config()
     class_names = [str(index) for index in range(info["num_classes"])]
     predictions = predict(model, split.batches)

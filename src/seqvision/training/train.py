@@ -41,9 +41,10 @@ class TrainResult:
 
 def train(config: TrainConfig | None = None, *, out: str | os.PathLike[str] | None = None,
           resume: str | os.PathLike[str] | None = None, progress: bool = True,
-          callbacks: Sequence[L.Callback] = (), **overrides: Any) -> TrainResult:
+          callbacks: Sequence[L.Callback] = (), report: bool = True, **overrides: Any) -> TrainResult:
     """Train a model and write a run folder; returns where it went and its test metrics.
 
+    With `report`, the run folder also gets the full evaluation report (report.html, metrics.json, plots/).
     `overrides` are TrainConfig fields (`train(model="lstm", dataset="digits", epochs=5)`). With `resume`,
     the run folder's saved config is used and only epochs, data_dir and accelerator may change.
     Raises a SeqvisionError subclass, before any training, for every input it can check.
@@ -103,6 +104,10 @@ def train(config: TrainConfig | None = None, *, out: str | os.PathLike[str] | No
     write_json_atomic(run.test_metrics_path, metrics)
     run.checkpoint("interrupted").unlink(missing_ok=True)
     run.update_info(status="finished", epochs_trained=trainer.current_epoch)
+    if report:
+        from seqvision.evaluation.report import write_report
+
+        write_report(run.path, data_dir=config.data_dir)
     return TrainResult(run.path, metrics, trainer.current_epoch)
 
 
