@@ -52,6 +52,8 @@ TRAIN_HELP = {
                  "or only divided by 255 as the seed programs do",
     "train_limit": "use only the first N training images (0: all), for quick runs",
     "test_limit": "use only the first N test images (0: all)",
+    "cv_folds": "cross-validation: split the training set into this many stratified folds (0: off; see seqvision cv)",
+    "cv_fold": "cross-validation: the fold held out as the test set",
     "accelerator": f"one of {', '.join(ACCELERATORS)}; auto uses a GPU when one is visible",
     "data_dir": "dataset root (one folder per dataset) or a folder holding the files; "
                 "default: $SEQVISION_DATA, then ~/.cache/seqvision, then download",
@@ -65,18 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a model and write a run folder",
                                 description="Train a model; defaults are in brackets.")
-    defaults = TrainConfig()
-    for field in dataclasses.fields(TrainConfig):
-        flag = "--" + field.name.replace("_", "-")
-        default = getattr(defaults, field.name)
-        if isinstance(default, bool):
-            train.add_argument(flag, action="store_true", default=None, help=TRAIN_HELP[field.name])
-        else:
-            # Annotations are strings here ("int | None"): the first type named is the flag's type.
-            kind = {"int": int, "float": float}.get(str(field.type).split(" |")[0], str)
-            shown = f" [{default}]" if default is not None else ""
-            metavar = "DIR" if field.name == "data_dir" else {float: "X", int: "N", str: "NAME"}[kind]
-            train.add_argument(flag, type=kind, default=None, metavar=metavar, help=TRAIN_HELP[field.name] + shown)
+    _add_train_options(train)
     train.add_argument("--config", metavar="FILE|PRESET",
                        help="start from a config file or a preset in configs/ (e.g. seed-000-lstm); "
                             "flags given here override it")
@@ -100,9 +91,58 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--image", type=int, default=0, metavar="N",
                         help="test image whose LSTM gates are drawn [0]")
 
+    compare = commands.add_parser("compare", help="train several models with several seeds, or compare run folders",
+                                  description="Train each MODEL with --seeds seeds (train options apply to all) "
+                                              "and write comparison.md, comparison.csv and "
+                                              "val_accuracy_vs_time.png into --out; or compare --runs folders.")
+    compare.add_argument("models", nargs="*", metavar="MODEL")
+    compare.add_argument("--runs", nargs="+", type=Path, default=[], metavar="RUN_DIR",
+                         help="compare these finished run folders instead of training")
+    compare.add_argument("--seeds", type=int, default=1, help="seeds per model [1]")
+    compare.add_argument("--out", type=Path, default=Path("runs/compare"), help="output folder [runs/compare]")
+    _add_shared_train_options(compare, skip=frozenset({"model"}))
+
+    cv = commands.add_parser("cv", help="stratified k-fold cross-validation on the training set",
+                             description="Train one model per fold (train options apply) and report the "
+                                         "accuracy on the held-out folds, mean +/- std.")
+    cv.add_argument("--folds", type=int, default=5, help="number of folds [5]")
+    cv.add_argument("--out", type=Path, default=Path("runs/cv"), help="output folder [runs/cv]")
+    _add_shared_train_options(cv, skip=frozenset())
+
     commands.add_parser("models", help="list the models with their parameter counts on MNIST")
     commands.add_parser("datasets", help="list the datasets")
     return parser
+
+
+def _add_train_options(parser: argparse.ArgumentParser, skip: frozenset[str] = frozenset()) -> None:
+    """One flag per TrainConfig field; None means "not given", so presets and saved configs are not overridden."""
+    defaults = TrainConfig()
+    for field in dataclasses.fields(TrainConfig):
+        if field.name in skip:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        default = getattr(defaults, field.name)
+        if isinstance(default, bool):
+            parser.add_argument(flag, action="store_true", default=None, help=TRAIN_HELP[field.name])
+        else:
+            # Annotations are strings here ("int | None"): the first type named is the flag's type.
+            kind = {"int": int, "float": float}.get(str(field.type).split(" |")[0], str)
+            shown = f" [{default}]" if default is not None else ""
+            metavar = "DIR" if field.name == "data_dir" else {float: "X", int: "N", str: "NAME"}[kind]
+            parser.add_argument(flag, type=kind, default=None, metavar=metavar,
+                                help=TRAIN_HELP[field.name] + shown)
+
+
+def _add_shared_train_options(parser: argparse.ArgumentParser, skip: frozenset[str]) -> None:
+    """The train options that compare and cv pass to every run they train."""
+    _add_train_options(parser, skip | {"cv_folds", "cv_fold"})
+    parser.add_argument("--config", metavar="FILE|PRESET", help="start from a config file or a preset")
+    parser.add_argument("--no-progress", action="store_true", help="print nothing while training")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    names = {field.name for field in dataclasses.fields(TrainConfig)}
+    return {name: value for name, value in vars(args).items() if name in names and value is not None}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,13 +161,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from seqvision.config import load_preset
     from seqvision.evaluation.evaluate import format_metrics
     from seqvision.training.train import train
 
-    names = {field.name for field in dataclasses.fields(TrainConfig)}
-    overrides = {name: value for name, value in vars(args).items() if name in names and value is not None}
-    from seqvision.config import load_preset
-
+    overrides = _overrides(args)
     config = load_preset(args.config) if args.config else None
     result = train(config, out=args.out, resume=args.resume, progress=not args.no_progress,
                    report=not args.no_report, **overrides)
@@ -164,6 +202,30 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_compare(args: argparse.Namespace) -> int:
+    from seqvision.config import load_preset
+    from seqvision.evaluation.compare import compare
+
+    config = load_preset(args.config) if args.config else None
+    result = compare(args.models, run_dirs=args.runs, seeds=args.seeds, out=args.out, config=config,
+                     progress=not args.no_progress, **_overrides(args))
+    print(result.markdown.read_text(), end="")
+    print(f"written: {result.markdown}, {result.csv}, {result.plot}")
+    return 0
+
+
+def run_cv(args: argparse.Namespace) -> int:
+    from seqvision.config import load_preset
+    from seqvision.evaluation.cv import cross_validate
+
+    config = load_preset(args.config) if args.config else None
+    result = cross_validate(config, folds=args.folds, out=args.out, progress=not args.no_progress,
+                            **_overrides(args))
+    print(result.summary.read_text(), end="")
+    print(f"written: {result.summary} (and cv.json, cv.csv, fold*/ beside it)")
+    return 0
+
+
 def run_models(args: argparse.Namespace) -> int:
     from seqvision.models import build_model, get_model_entry, model_names
 
@@ -185,5 +247,5 @@ def run_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": run_train, "eval": run_eval, "report": run_report, "models": run_models,
-            "datasets": run_datasets}
+COMMANDS = {"train": run_train, "eval": run_eval, "report": run_report, "compare": run_compare, "cv": run_cv,
+            "models": run_models, "datasets": run_datasets}

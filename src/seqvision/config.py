@@ -57,6 +57,8 @@ class TrainConfig:
     normalise: str = "standardise"
     train_limit: int = 0
     test_limit: int = 0
+    cv_folds: int = 0
+    cv_fold: int = 0
     accelerator: str = "auto"
     data_dir: str | None = None
 
@@ -67,11 +69,14 @@ class TrainConfig:
         for name, value in positive.items():
             if value is not None and not value > 0:
                 raise ConfigError(f"--{_flag(name)} must be positive, got {value}.")
-        for name in ("weight_decay", "clip_grad", "early_stop", "train_limit", "test_limit"):
+        for name in ("weight_decay", "clip_grad", "early_stop", "train_limit", "test_limit", "cv_folds", "cv_fold"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_flag(name)} must be zero (off) or positive, got {getattr(self, name)}.")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}: 1 would drop every unit.")
+        if self.cv_folds == 1 or (self.cv_folds and not self.cv_fold < self.cv_folds):
+            raise ConfigError(f"cross-validation needs at least 2 folds and a fold index below them; got fold "
+                              f"{self.cv_fold} of {self.cv_folds}.")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"--val-fraction must be in (0, 1), got {self.val_fraction}.")
         for name, allowed in (("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS), ("scan", SCANS),

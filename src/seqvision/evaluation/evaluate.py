@@ -67,14 +67,14 @@ class EvaluationSplit:
 def load_test_split(run: RunFolder, data_dir: str | os.PathLike[str] | None = None) -> EvaluationSplit:
     """The test split the run was evaluated on, refusing data whose image size differs from the run's."""
     from seqvision.data import load_dataset
-    from seqvision.training.batching import eval_batches, limit
+    from seqvision.training.batching import eval_batches, train_and_test
 
     config, info = run.load_config(), run.read_info()
     splits = load_dataset(config.dataset, data_dir if data_dir is not None else config.data_dir)
     if tuple(splits.image_shape) != tuple(info["image_shape"]):
         raise RunFolderError(f"dataset {config.dataset} now has {splits.image_shape} images but the run was trained "
                              f"on {tuple(info['image_shape'])}; point --data-dir at the data it was trained on.")
-    images, labels = limit(splits.test_images, splits.test_labels, config.test_limit)
+    _, (images, labels) = train_and_test(config, splits)
     return EvaluationSplit(images, labels, eval_batches(images, labels, Normalisation(**info["normalisation"])))
 
 

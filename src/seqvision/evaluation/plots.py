@@ -155,3 +155,24 @@ def plot_lstm_inside(image: np.ndarray, gates: dict[str, np.ndarray], step_proba
     figure.suptitle(title, fontsize=11)
     figure.tight_layout()
     _save(figure, path)
+
+
+def plot_accuracy_against_time(curves: Sequence[tuple[str, Sequence[tuple[float, float]]]], path: Path) -> None:
+    """Validation accuracy against training seconds, one line per run, one colour per model."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(9, 5.5))
+    colours = plt.get_cmap("tab10")
+    models = list(dict.fromkeys(model for model, _ in curves))
+    labelled = set()
+    for model, curve in curves:
+        seconds, accuracy = zip(*curve, strict=True)
+        axes.plot([s / 60 for s in seconds], [100 * a for a in accuracy], marker="o", ms=3,
+                  color=colours(models.index(model) % colours.N), label=None if model in labelled else model)
+        labelled.add(model)
+    axes.set_xlabel("training time (minutes, validation included)")
+    axes.set_ylabel("validation accuracy (%)")
+    axes.set_title("Validation accuracy against wall time, every run")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    _save(figure, path)

@@ -28,8 +28,7 @@ def limit(images: np.ndarray, labels: np.ndarray, count: int) -> tuple[np.ndarra
 
 def split_batches(config: TrainConfig, splits: ImageSplits) -> RunBatches:
     """Hold out a stratified, seeded part of the training set for validation; the test set stays unseen."""
-    train_images, train_labels = limit(splits.train_images, splits.train_labels, config.train_limit)
-    test_images, test_labels = limit(splits.test_images, splits.test_labels, config.test_limit)
+    (train_images, train_labels), (test_images, test_labels) = train_and_test(config, splits)
     if config.val_on_test:
         print("warning: --val-on-test validates on the test set, as seed 002 does; early stopping and the best "
               "checkpoint then see the test data, so the test accuracy is optimistic.", file=sys.stderr)
@@ -46,6 +45,20 @@ def split_batches(config: TrainConfig, splits: ImageSplits) -> RunBatches:
         test=eval_batches(test_images, test_labels, normalisation),
         normalisation=normalisation,
     )
+
+
+def train_and_test(config: TrainConfig, splits: ImageSplits) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """The (images, labels) a run trains on and is tested on: the official splits, or with `cv_folds`, the
+    training set minus one stratified fold, and that fold."""
+    train_images, train_labels = limit(splits.train_images, splits.train_labels, config.train_limit)
+    if not config.cv_folds:
+        return (train_images, train_labels), limit(splits.test_images, splits.test_labels, config.test_limit)
+    from sklearn.model_selection import StratifiedKFold
+
+    # The same seed in every fold of one cross-validation, so the folds partition the training set.
+    folds = StratifiedKFold(config.cv_folds, shuffle=True, random_state=config.seed)
+    kept, held_out = list(folds.split(train_labels, train_labels))[config.cv_fold]
+    return (train_images[kept], train_labels[kept]), (train_images[held_out], train_labels[held_out])
 
 
 def validation_split(labels: np.ndarray, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
