@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import json
 import os
 import statistics
 import time
@@ -87,8 +88,6 @@ def compare(models: Sequence[str] = (), *, run_dirs: Sequence[str | os.PathLike[
 
 
 def summarise_run(run_dir: str | os.PathLike[str]) -> RunSummary:
-    import json
-
     from seqvision.evaluation.evaluate import load_checkpoint_model, load_test_split
 
     run = RunFolder.open(run_dir)
