@@ -1,0 +1,72 @@
+"""Training-step time and inference throughput of every registered model, on random 28x28 inputs.
+
+    .venv/bin/python benchmarks/model_speed.py [--batch-size 128] [--scan rows] [MODEL ...]
+
+No data or Lightning involved: forward, backward and an Adam step on one batch, timed over repeated
+steps after warm-up, then inference on batches of 1000. Prints a Markdown table for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from seqvision.config import TrainConfig
+from seqvision.models import build_model, model_names
+
+WARM_UP, TIMED = 3, 10
+
+
+def median_seconds(step, repeats: int) -> float:
+    for _ in range(WARM_UP):
+        step()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
+
+
+def measure(name: str, batch_size: int, scan: str) -> tuple[int, float, float]:
+    torch.manual_seed(0)
+    model = build_model(TrainConfig(model=name, scan=scan), (28, 28), 10)
+    optimizer = torch.optim.Adam(model.parameters())
+    images, labels = torch.rand(batch_size, 28, 28), torch.randint(0, 10, (batch_size,))
+
+    def train_step() -> None:
+        loss = F.cross_entropy(model(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    model.train()
+    step = median_seconds(train_step, TIMED)
+    model.eval()
+    test_batch = torch.rand(1000, 28, 28)
+    with torch.inference_mode():
+        infer = median_seconds(lambda: model(test_batch), 3)
+    return sum(p.numel() for p in model.parameters()), step, 1000 / infer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="*", default=None)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--scan", default="rows")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, scan {args.scan}")
+    print("| model | parameters | training step | steps per 54k-image epoch | inference images/s |")
+    print("| --- | --- | --- | --- | --- |")
+    for name in args.models or model_names():
+        count, step, throughput = measure(name, args.batch_size, args.scan)
+        steps = -(-54_000 // args.batch_size)
+        print(f"| `{name}` | {count:,} | {1000 * step:.1f} ms | {steps} steps = {steps * step:.0f} s | "
+              f"{throughput:,.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
