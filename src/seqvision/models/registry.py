@@ -1,7 +1,7 @@
 """One table of model families: the CLI, presets and reports discover models from it.
 
-Adding a model is one file with a class and a `@register_model("name")` line above it, plus an import in
-`seqvision/models/__init__.py`. The class states what it accepts:
+Adding a model is one file in `seqvision/models/` (the package imports every module in it) with a class
+and a `@register_model("name")` line above it. The class states what it accepts:
 
 - `defaults`: its values for the architecture options it uses (hidden, layers, dropout); a config that
   leaves one of them None gets the model's value, and setting one the model does not use is refused;
