@@ -62,12 +62,15 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence
     axes.set_yticks(ticks, class_names)
     axes.set_xlabel("predicted class")
     axes.set_ylabel("true class")
-    axes.set_title("Confusion matrix" + (" (share of each true class)" if normalise else " (counts)"))
+    axes.set_title("Confusion matrix" + (" (% of each true class)" if normalise else " (counts)"))
     threshold = values.max() / 2 if values.size else 0
     small = len(class_names) > 12
     for row in ticks:
         for col in ticks:
-            text = f"{values[row, col]:.2f}" if normalise else f"{int(counts[row, col])}"
+            if not normalise:
+                text = f"{int(counts[row, col])}"
+            else:  # one decimal of a percent keeps a 0.3% confusion visible; empty cells stay empty
+                text = f"{100 * values[row, col]:.1f}" if counts[row, col] else ""
             axes.text(col, row, text, ha="center", va="center", fontsize=6 if small else 8,
                       color="white" if values[row, col] > threshold else "black")
     figure.tight_layout()

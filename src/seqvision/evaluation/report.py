@@ -40,7 +40,7 @@ MISCLASSIFIED_SHOWN = 24
 PICTURES = {
     "curves.png": "Training curves: loss and accuracy, training against validation",
     "confusion.png": "Confusion matrix (counts)",
-    "confusion_normalised.png": "Confusion matrix (share of each true class)",
+    "confusion_normalised.png": "Confusion matrix (% of each true class)",
     "roc.png": "ROC curves, one class against the rest",
     "misclassified.png": "The most confidently misclassified test images",
     "lstm_inside.png": "Inside the LSTM: gates, cell state and class probabilities, step by step",
