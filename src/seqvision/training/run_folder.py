@@ -8,6 +8,7 @@
       summary.txt         layer table with output shapes and parameter counts
       test_metrics.json   test loss and accuracy of the best checkpoint
       checkpoints/        best.ckpt, last.ckpt, and interrupted.ckpt after Ctrl-C
+      report.html, ...    the evaluation report (seqvision.evaluation.report lists its files)
 """
 
 from __future__ import annotations
