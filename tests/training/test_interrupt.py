@@ -24,7 +24,10 @@ def test_ctrl_c_then_resume(tmp_path):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "seqvision", "train", "--dataset", "digits", "--epochs", "1000",
                "--scheduler", "none", "--out", str(out)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A job started in the background by a non-interactive shell (as CI may start this suite) inherits
+    # SIGINT ignored, and Python then never raises KeyboardInterrupt; the child gets the default back.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     run = RunFolder(out)
     deadline = time.monotonic() + 120
     while not run.checkpoint("last").exists():
