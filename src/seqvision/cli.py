@@ -50,6 +50,8 @@ TRAIN_HELP = {
     "val_on_test": "validate on the test set, as seed 002 does (its test accuracy is then optimistic)",
     "normalise": f"{' or '.join(NORMALISATIONS)}: pixels to mean 0 and std 1 over the training split, "
                  "or only divided by 255 as the seed programs do",
+    "augment_shift": "augmentation: shift each training image by up to N pixels each way, new shifts every "
+                     "epoch (0: off; 2 is usual for MNIST)",
     "train_limit": "use only the first N training images (0: all), for quick runs",
     "test_limit": "use only the first N test images (0: all)",
     "cv_folds": "cross-validation: split the training set into this many stratified folds (0: off; see seqvision cv)",

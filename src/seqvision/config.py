@@ -55,6 +55,7 @@ class TrainConfig:
     val_split: str = "stratified"
     val_on_test: bool = False
     normalise: str = "standardise"
+    augment_shift: int = 0
     train_limit: int = 0
     test_limit: int = 0
     cv_folds: int = 0
@@ -69,7 +70,8 @@ class TrainConfig:
         for name, value in positive.items():
             if value is not None and not value > 0:
                 raise ConfigError(f"--{_flag(name)} must be positive, got {value}.")
-        for name in ("weight_decay", "clip_grad", "early_stop", "train_limit", "test_limit", "cv_folds", "cv_fold"):
+        for name in ("weight_decay", "clip_grad", "early_stop", "augment_shift", "train_limit", "test_limit",
+                     "cv_folds", "cv_fold"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_flag(name)} must be zero (off) or positive, got {getattr(self, name)}.")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:

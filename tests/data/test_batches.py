@@ -69,3 +69,62 @@ def test_state_dict_resumes_mid_epoch(images_and_labels):
     restored.set_epoch(2)
     assert [int(i) for _, labels in restored for i in labels] == full[48:]
     assert epoch_order(restored, 3) == epoch_order(batches, 3), "the next epoch starts from its beginning"
+
+
+def reference_shift(image: np.ndarray, down: int, right: int) -> np.ndarray:
+    """One image moved by a plain per-pixel loop: the reference for the batched gather."""
+    height, width = image.shape
+    moved = np.zeros_like(image)
+    for row in range(height):
+        for col in range(width):
+            if 0 <= row - down < height and 0 <= col - right < width:
+                moved[row, col] = image[row - down, col - right]
+    return moved
+
+
+def test_shift_images_matches_a_per_pixel_reference(images_and_labels):
+    from seqvision.data.batches import shift_images
+
+    images = torch.from_numpy(images_and_labels[0][:9])
+    shifts = torch.tensor([[0, 0], [1, 0], [0, 1], [-2, 0], [0, -2], [2, 2], [-1, 1], [1, -2], [-2, -2]])
+    moved = shift_images(images, shifts).numpy()
+    for image, (down, right), result in zip(images.numpy(), shifts.tolist(), moved, strict=True):
+        np.testing.assert_array_equal(result, reference_shift(image, down, right))
+
+
+def shifted_epoch(batches: InMemoryBatches, epoch: int) -> torch.Tensor:
+    batches.set_epoch(epoch)
+    return torch.cat([images for images, _ in batches])
+
+
+def test_augmented_batches_are_seeded_shifted_copies(images_and_labels):
+    images, labels = images_and_labels
+    plain = InMemoryBatches(images, labels, 16, Normalisation(0.0, 1.0), shuffle=True, seed=3)
+    shifted = InMemoryBatches(images, labels, 16, Normalisation(0.0, 1.0), shuffle=True, seed=3, max_shift=2)
+    again = InMemoryBatches(images, labels, 16, Normalisation(0.0, 1.0), shuffle=True, seed=3, max_shift=2)
+    assert epoch_order(shifted, 0) == epoch_order(plain, 0), "augmentation does not change which samples come"
+    first = shifted_epoch(shifted, 0)
+    assert torch.equal(first, shifted_epoch(again, 0))
+    assert not torch.equal(first, shifted_epoch(shifted, 1)), "new shifts every epoch"
+    unshifted = shifted_epoch(plain, 0)
+    assert not torch.equal(first, unshifted)
+    # every augmented image is its original moved by at most 2 pixels each way
+    for moved, original in zip(first, unshifted, strict=True):
+        candidates = [reference_shift(original.numpy(), down, right) for down in range(-2, 3) for right in range(-2, 3)]
+        assert any(np.array_equal(moved.numpy(), candidate) for candidate in candidates)
+
+
+def test_augmented_epoch_resumes_with_the_same_shifts(images_and_labels):
+    batches = InMemoryBatches(*images_and_labels, 16, Normalisation(0.5, 0.25), shuffle=True, seed=3, max_shift=1)
+    full = shifted_epoch(batches, 2)
+    restored = InMemoryBatches(*images_and_labels, 16, Normalisation(0.5, 0.25), shuffle=True, seed=3, max_shift=1)
+    restored.load_state_dict({"epoch": 2, "batches_done": 3})
+    restored.set_epoch(2)
+    assert torch.equal(torch.cat([images for images, _ in restored]), full[48:])
+
+
+def test_a_shift_as_large_as_the_image_is_refused(images_and_labels):
+    from seqvision.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--augment-shift 5 does not fit 6x5 images"):
+        InMemoryBatches(*images_and_labels, 16, Normalisation(0.5, 0.25), shuffle=True, max_shift=5)

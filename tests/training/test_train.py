@@ -103,3 +103,9 @@ def test_resume_extends_a_finished_run(tmp_path):
     assert [row["epoch"] for row in history_rows(out)] == ["1", "2", "3", "4"]
     assert result.epochs_trained == 4
     assert RunFolder.open(out).load_config().epochs == 4
+
+
+def test_shift_augmentation_trains_and_is_recorded(tmp_path):
+    result = seqvision.train(quick(augment_shift=1, epochs=8), out=tmp_path / "shifted", progress=False)
+    assert result.test_metrics["test_accuracy"] >= 0.8
+    assert TrainConfig.load(RunFolder(result.run_dir).config_path).augment_shift == 1

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from seqvision.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Normalisation:
@@ -32,12 +34,19 @@ class InMemoryBatches:
     once per epoch. The training loop calls `set_epoch` at the start of each epoch and records finished
     batches in `batches_done`; Lightning saves `state_dict()` in checkpoints, so a run resumed from the
     middle of an epoch continues that epoch's permutation where it stopped.
+
+    With `max_shift` N > 0, every image of a batch is moved by its own random offset of up to N pixels
+    in each direction, the uncovered border filled with background (0): the classic MNIST augmentation.
+    The offsets are seeded by (seed, epoch, batch), so a resumed epoch sees the same shifts.
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, normalisation: Normalisation, *,
-                 shuffle: bool = False, seed: int = 0) -> None:
+                 shuffle: bool = False, seed: int = 0, max_shift: int = 0) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        if not 0 <= max_shift < min(images.shape[1:]):
+            raise ConfigError(f"--augment-shift {max_shift} does not fit {images.shape[1]}x{images.shape[2]} "
+                              "images; choose a shift smaller than the image side (2 suits MNIST).")
         # np.require copies only arrays torch cannot share: read-only buffers (np.frombuffer), strided views.
         self.images = torch.from_numpy(np.require(images, np.uint8, ["C", "W"]))
         self.labels = torch.from_numpy(np.require(labels, np.int64, ["C", "W"]))
@@ -45,6 +54,7 @@ class InMemoryBatches:
         self.normalisation = normalisation
         self.shuffle = shuffle
         self.seed = seed
+        self.max_shift = max_shift
         self.epoch = 0
         self.batches_done = 0
 
@@ -68,13 +78,36 @@ class InMemoryBatches:
             order = torch.randperm(count, generator=generator)
         else:
             order = torch.arange(count)
-        first, self.batches_done = self.batches_done * self.batch_size, 0
-        for start in range(first, count, self.batch_size):
-            yield self.batch(order[start:start + self.batch_size])
+        first, self.batches_done = self.batches_done, 0
+        for number in range(first, len(self)):
+            index = order[number * self.batch_size:(number + 1) * self.batch_size]
+            yield self.batch(index, self._shifts(number, len(index)))
 
-    def batch(self, index: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """The samples at `index`, normalised: images (B, H, W) float, labels (B,)."""
+    def _shifts(self, number: int, size: int) -> torch.Tensor | None:
+        if not self.max_shift:
+            return None
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 100_003 + number)
+        return torch.randint(-self.max_shift, self.max_shift + 1, (size, 2), generator=generator)
+
+    def batch(self, index: torch.Tensor | np.ndarray,
+              shifts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The samples at `index`, each moved by its (down, right) row of `shifts` if given, then normalised:
+        images (B, H, W) float, labels (B,)."""
         index = torch.as_tensor(index)
+        images = self.images[index]
+        if shifts is not None:
+            images = shift_images(images, shifts)
         # uint8 -> float in [0, 1], then standardised with the training split's statistics
-        images = self.images[index].float().div_(255.0).sub_(self.normalisation.mean).div_(self.normalisation.std)
+        images = images.float().div_(255.0).sub_(self.normalisation.mean).div_(self.normalisation.std)
         return images, self.labels[index]
+
+
+def shift_images(images: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """Move image i down by shifts[i, 0] and right by shifts[i, 1] pixels (negative: up, left), filling with 0."""
+    # images (B, H, W), shifts (B, 2) -> (B, H, W): one gather from a zero-padded copy, no per-image loop
+    margin = int(shifts.abs().max()) if len(shifts) else 0
+    count, height, width = images.shape
+    padded = torch.nn.functional.pad(images, (margin, margin, margin, margin))
+    rows = torch.arange(height) + (margin - shifts[:, :1])
+    cols = torch.arange(width) + (margin - shifts[:, 1:])
+    return padded[torch.arange(count)[:, None, None], rows[:, :, None], cols[:, None, :]]

@@ -40,7 +40,7 @@ def split_batches(config: TrainConfig, splits: ImageSplits) -> RunBatches:
     normalisation = Normalisation.of(train_images) if config.normalise == "standardise" else Normalisation(0.0, 1.0)
     return RunBatches(
         train=InMemoryBatches(train_images, train_labels, config.batch_size, normalisation,
-                              shuffle=True, seed=config.seed),
+                              shuffle=True, seed=config.seed, max_shift=config.augment_shift),
         val=InMemoryBatches(val_images, val_labels, EVAL_BATCH_SIZE, normalisation),
         test=eval_batches(test_images, test_labels, normalisation),
         normalisation=normalisation,
