@@ -31,6 +31,8 @@ def _save(figure: Any, path: Path) -> None:
 def plot_training_curves(rows: Sequence[dict[str, str]], path: Path) -> None:
     """Loss and accuracy per epoch, training against validation, side by side (as seed 002 plots them)."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [int(row["epoch"]) for row in rows]
 
     def series(name: str) -> list[float]:
@@ -42,6 +44,7 @@ def plot_training_curves(rows: Sequence[dict[str, str]], path: Path) -> None:
         axes.plot(epochs, series(f"val_{metric}"), marker="o", label=f"validation {label}")
         axes.set_title(f"Training and validation {label}")
         axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers: no tick at 1.5
         axes.grid(alpha=0.3)
         axes.legend()
     figure.tight_layout()
