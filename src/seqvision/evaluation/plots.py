@@ -56,10 +56,10 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence
     """Heatmap of true (rows) against predicted (columns) classes, each cell labelled with its count or share."""
     plt = _pyplot()
     counts = np.asarray(matrix, dtype=np.float64)
-    values = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1) if normalise else counts
+    values = 100 * counts / np.maximum(counts.sum(axis=1, keepdims=True), 1) if normalise else counts
     figure, axes = plt.subplots(figsize=(7, 6))
     image = axes.imshow(values, cmap="Blues", vmin=0)
-    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="% of the true class" if normalise else "images")
     ticks = range(len(class_names))
     axes.set_xticks(ticks, class_names)
     axes.set_yticks(ticks, class_names)
@@ -73,7 +73,7 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence
             if not normalise:
                 text = f"{int(counts[row, col])}"
             else:  # one decimal of a percent keeps a 0.3% confusion visible; empty cells stay empty
-                text = f"{100 * values[row, col]:.1f}" if counts[row, col] else ""
+                text = f"{values[row, col]:.1f}" if counts[row, col] else ""
             axes.text(col, row, text, ha="center", va="center", fontsize=6 if small else 8,
                       color="white" if values[row, col] > threshold else "black")
     figure.tight_layout()
