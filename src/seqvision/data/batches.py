@@ -74,7 +74,7 @@ class InMemoryBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         count = len(self.labels)
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            generator = torch.Generator().manual_seed(self._epoch_key())
             order = torch.randperm(count, generator=generator)
         else:
             order = torch.arange(count)
@@ -83,10 +83,14 @@ class InMemoryBatches:
             index = order[number * self.batch_size:(number + 1) * self.batch_size]
             yield self.batch(index, self._shifts(number, len(index)))
 
+    def _epoch_key(self) -> int:
+        """One number per (seed, epoch): the root of that epoch's shuffle and of its batches' shifts."""
+        return self.seed * 1_000_003 + self.epoch
+
     def _shifts(self, number: int, size: int) -> torch.Tensor | None:
         if not self.max_shift:
             return None
-        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 100_003 + number)
+        generator = torch.Generator().manual_seed(self._epoch_key() * 100_003 + number)
         return torch.randint(-self.max_shift, self.max_shift + 1, (size, 2), generator=generator)
 
     def batch(self, index: torch.Tensor | np.ndarray,
