@@ -19,10 +19,10 @@ import torch.nn.functional as F
 
 from seqvision.config import TrainConfig
 from seqvision.data import load_dataset
+from seqvision.data.batches import split_batches
+from seqvision.experiments.train_test import train
 from seqvision.models import build_model
-from seqvision.training.batching import split_batches
 from seqvision.training.optim import build_optimizer
-from seqvision.training.train import train
 
 
 def timed(function) -> float:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from seqvision.cli import build_parser
 from seqvision.config import TrainConfig, load_preset
-from seqvision.training.train import train
+from seqvision.experiments.train_test import train
 
 
 def machine() -> str:

@@ -15,8 +15,8 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "TrainConfig": "seqvision.config",
-    "train": "seqvision.training.train",
-    "TrainResult": "seqvision.training.train",
+    "train": "seqvision.experiments.train_test",
+    "TrainResult": "seqvision.experiments.train_test",
     "evaluate": "seqvision.evaluation.evaluate",
     "load_dataset": "seqvision.data",
     "dataset_names": "seqvision.data",

@@ -4,62 +4,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from seqvision import __version__
-from seqvision.config import (
-    ACCELERATORS,
-    CELL_ACTIVATIONS,
-    INITS,
-    NORMALISATIONS,
-    OPTIMIZERS,
-    POOLINGS,
-    SCANS,
-    SCHEDULERS,
-    VAL_SPLITS,
-    TrainConfig,
-)
+from seqvision.config import CHOICES, DEFAULTS, GROUPS, TrainConfig, flag
 from seqvision.errors import SeqvisionError, TrainingInterruptedError
 
-TRAIN_HELP = {
-    "model": "model name (see `seqvision models`)",
-    "dataset": "dataset name (see `seqvision datasets`)",
-    "scan": f"how images become sequences: {', '.join(SCANS)}",
-    "hidden": "recurrent hidden units per direction [model default]",
-    "layers": "stacked recurrent (or ReNet) layers [model default]",
-    "dropout": "dropout before the classifier, in [0, 1) [model default]",
-    "pooling": f"{' or '.join(POOLINGS)}: recurrent models classify from the final state, or from an "
-               "attention-weighted mean of all steps",
-    "cell_activation": f"LSTM cell input/output activation: {', '.join(CELL_ACTIVATIONS)}; "
-                       "sigmoid is Keras's LSTM(activation='sigmoid') and uses the explicit cell",
-    "init": f"weight initialisation: {', '.join(INITS)} (Keras: Glorot, orthogonal recurrent, forget bias 1)",
-    "epochs": "training epochs",
-    "batch_size": "training batch size",
-    "optimizer": f"one of {', '.join(OPTIMIZERS)}",
-    "lr": "learning rate (the peak rate for onecycle)",
-    "weight_decay": "weight decay (decoupled for adam)",
-    "clip_grad": "clip the gradient norm to this value; 0 turns clipping off",
-    "scheduler": f"learning-rate schedule: {', '.join(SCHEDULERS)}",
-    "early_stop": "stop after this many epochs without a better validation loss; 0 turns it off",
-    "seed": "random seed: the same seed, data and config give the same metrics on the CPU",
-    "val_fraction": "stratified part of the training set held out for validation",
-    "val_split": f"{' or '.join(VAL_SPLITS)}: a seeded stratified hold-out, or the last fraction in file "
-                 "order as Keras's validation_split",
-    "val_on_test": "validate on the test set, as seed 002 does (its test accuracy is then optimistic)",
-    "normalise": f"{' or '.join(NORMALISATIONS)}: pixels to mean 0 and std 1 over the training split, "
-                 "or only divided by 255 as the seed programs do",
-    "augment_shift": "augmentation: shift each training image by up to N pixels each way, new shifts every "
-                     "epoch (0: off; 2 is usual for MNIST)",
-    "train_limit": "use only the first N training images (0: all), for quick runs",
-    "test_limit": "use only the first N test images (0: all)",
-    "cv_folds": "cross-validation: split the training set into this many stratified folds (0: off; see seqvision cv)",
-    "cv_fold": "cross-validation: the fold held out as the test set",
-    "accelerator": f"one of {', '.join(ACCELERATORS)}; auto uses a GPU when one is visible",
-    "data_dir": "dataset root (one folder per dataset) or a folder holding the files; "
-                "default: $SEQVISION_DATA, then ~/.cache/seqvision, then download",
-}
+TRAIN_EXAMPLES = """examples:
+  seqvision train --model lstm --dataset mnist          the row-LSTM with the defaults below (~99% on MNIST)
+  seqvision train --config seed-002-cnn --epochs 3      a preset (seqvision presets), with one value changed
+
+Shell completion of commands, options and their values: eval "$(register-python-argcomplete seqvision)"
+"""
+DATA_DIR_HELP = next(f.metadata["help"] for f in dataclasses.fields(TrainConfig) if f.name == "data_dir")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,20 +28,23 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train a model and write a run folder",
-                                description="Train a model; defaults are in brackets.")
-    _add_train_options(train)
-    train.add_argument("--config", metavar="FILE|PRESET",
-                       help="start from a config file or a preset in configs/ (e.g. seed-000-lstm); "
-                            "flags given here override it")
-    train.add_argument("--out", type=Path, help="run folder to create [runs/MODEL-DATASET-TIME]")
-    train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
-    train.add_argument("--no-progress", action="store_true", help="print nothing while training")
-    train.add_argument("--no-report", action="store_true", help="skip the report (seqvision report writes it later)")
+                                description="Train a model; defaults are in brackets.", epilog=TRAIN_EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    groups = _add_train_options(train)
+    groups["run"].add_argument("--config", metavar="FILE|PRESET",
+                               help="start from a config file or a preset (see `seqvision presets`); "
+                                    "flags given here override it")
+    groups["run"].add_argument("--out", type=Path, metavar="DIR", help="run folder to create [runs/MODEL-DATASET-TIME]")
+    groups["run"].add_argument("--resume", type=Path, metavar="RUN_DIR",
+                               help="continue an interrupted run, or extend a finished one with --epochs N")
+    groups["run"].add_argument("--no-progress", action="store_true", help="print nothing while training")
+    groups["run"].add_argument("--no-report", action="store_true",
+                               help="skip the report (seqvision report writes it later)")
 
     evaluate = commands.add_parser("eval", help="re-evaluate a saved run on its test set")
     evaluate.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     evaluate.add_argument("--checkpoint", default="best", help="best, last or interrupted [best]")
-    evaluate.add_argument("--data-dir", type=Path, help=TRAIN_HELP["data_dir"])
+    evaluate.add_argument("--data-dir", type=Path, metavar="DIR", help=DATA_DIR_HELP)
 
     report = commands.add_parser("report", help="write a run's metrics, pictures, report.html and report.md",
                                  description="Evaluate a run's checkpoint on its test set and write every metric "
@@ -89,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "Markdown summary into the run folder.")
     report.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     report.add_argument("--checkpoint", default="best", help="best, last or interrupted [best]")
-    report.add_argument("--data-dir", type=Path, help=TRAIN_HELP["data_dir"])
+    report.add_argument("--data-dir", type=Path, metavar="DIR", help=DATA_DIR_HELP)
     report.add_argument("--image", type=int, default=0, metavar="N",
                         help="test image whose LSTM gates are drawn [0]")
 
@@ -112,34 +75,69 @@ def build_parser() -> argparse.ArgumentParser:
     _add_shared_train_options(cv, skip=frozenset())
 
     commands.add_parser("models", help="list the models with their parameter counts on MNIST")
+    commands.add_parser("presets", help="list the presets: what each reproduces and its documented result")
     commands.add_parser("datasets", help="list the datasets")
     return parser
 
 
-def _add_train_options(parser: argparse.ArgumentParser, skip: frozenset[str] = frozenset()) -> None:
-    """One flag per TrainConfig field; None means "not given", so presets and saved configs are not overridden."""
-    defaults = TrainConfig()
+def _add_train_options(parser: argparse.ArgumentParser,
+                       skip: frozenset[str] = frozenset()) -> dict[str, argparse._ArgumentGroup]:
+    """One flag per TrainConfig field, from its declaration (type, choices, help, group); fields without a
+    group are internal. None means "not given", so presets and saved configs are not overridden."""
+    groups = {name: parser.add_argument_group(f"{name} options") for name in GROUPS}
     for field in dataclasses.fields(TrainConfig):
-        if field.name in skip:
+        group = field.metadata["group"]
+        if group is None or field.name in skip:
             continue
-        flag = "--" + field.name.replace("_", "-")
-        default = getattr(defaults, field.name)
+        default = getattr(DEFAULTS, field.name)
+        text = field.metadata["help"]
         if isinstance(default, bool):
-            parser.add_argument(flag, action="store_true", default=None, help=TRAIN_HELP[field.name])
-        else:
-            # Annotations are strings here ("int | None"): the first type named is the flag's type.
-            kind = {"int": int, "float": float}.get(str(field.type).split(" |")[0], str)
-            shown = f" [{default}]" if default is not None else ""
-            metavar = "DIR" if field.name == "data_dir" else {float: "X", int: "N", str: "NAME"}[kind]
-            parser.add_argument(flag, type=kind, default=None, metavar=metavar,
-                                help=TRAIN_HELP[field.name] + shown)
+            groups[group].add_argument("--" + flag(field.name), action="store_true", default=None, help=text)
+            continue
+        if field.name in CHOICES:
+            # Checked by TrainConfig.validate, whose message lists the choices; argparse's choices= would exit
+            # from inside parse_args instead. The completer offers them to the shell.
+            choices = CHOICES[field.name]
+            action = groups[group].add_argument("--" + flag(field.name), default=None,
+                                                metavar="{" + ",".join(choices) + "}", help=f"{text} [{default}]")
+            action.completer = _choices_completer(choices)  # type: ignore[attr-defined]
+            continue
+        # Annotations are strings here ("int | None"): the first type named is the flag's type.
+        kind = {"int": int, "float": float}.get(str(field.type).split(" |")[0], str)
+        shown = f" [{default}]" if default is not None else ""
+        metavar = field.metadata.get("metavar", {float: "X", int: "N", str: "NAME"}[kind])
+        action = groups[group].add_argument("--" + flag(field.name), type=kind, default=None, metavar=metavar,
+                                            help=text + shown)
+        if field.name in NAME_COMPLETERS:
+            action.completer = NAME_COMPLETERS[field.name]  # type: ignore[attr-defined]
+    return groups
+
+
+def _choices_completer(choices: Sequence[str]) -> Callable[..., list[str]]:
+    return lambda **_: list(choices)
+
+
+def _complete_models(**_: object) -> list[str]:
+    from seqvision.models import model_names
+
+    return model_names()
+
+
+def _complete_datasets(**_: object) -> list[str]:
+    from seqvision.data import dataset_names
+
+    return dataset_names()
+
+
+# Model and dataset names live in registries that import torch: looked up only when completion asks.
+NAME_COMPLETERS = {"model": _complete_models, "dataset": _complete_datasets}
 
 
 def _add_shared_train_options(parser: argparse.ArgumentParser, skip: frozenset[str]) -> None:
     """The train options that compare and cv pass to every run they train."""
-    _add_train_options(parser, skip | {"cv_folds", "cv_fold"})
-    parser.add_argument("--config", metavar="FILE|PRESET", help="start from a config file or a preset")
-    parser.add_argument("--no-progress", action="store_true", help="print nothing while training")
+    groups = _add_train_options(parser, skip)
+    groups["run"].add_argument("--config", metavar="FILE|PRESET", help="start from a config file or a preset")
+    groups["run"].add_argument("--no-progress", action="store_true", help="print nothing while training")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -148,7 +146,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    _offer_completion(parser)
+    args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except TrainingInterruptedError as interrupted:
@@ -162,10 +162,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def _offer_completion(parser: argparse.ArgumentParser) -> None:
+    """Answer a shell's completion request (argcomplete sets _ARGCOMPLETE) and exit; otherwise do nothing."""
+    if "_ARGCOMPLETE" in os.environ:
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
+
+
 def run_train(args: argparse.Namespace) -> int:
     from seqvision.config import load_preset
     from seqvision.evaluation.evaluate import format_metrics
-    from seqvision.training.train import train
+    from seqvision.experiments.train_test import train
 
     overrides = _overrides(args)
     config = load_preset(args.config) if args.config else None
@@ -206,7 +214,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_compare(args: argparse.Namespace) -> int:
     from seqvision.config import load_preset
-    from seqvision.evaluation.compare import compare
+    from seqvision.experiments.compare import compare
 
     config = load_preset(args.config) if args.config else None
     result = compare(args.models, run_dirs=args.runs, seeds=args.seeds, out=args.out, config=config,
@@ -218,7 +226,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def run_cv(args: argparse.Namespace) -> int:
     from seqvision.config import load_preset
-    from seqvision.evaluation.cv import cross_validate
+    from seqvision.experiments.cv import cross_validate
 
     config = load_preset(args.config) if args.config else None
     result = cross_validate(config, folds=args.folds, out=args.out, progress=not args.no_progress,
@@ -239,6 +247,14 @@ def run_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_presets(args: argparse.Namespace) -> int:
+    from seqvision.config import presets
+
+    for preset in presets().values():
+        print(f"{preset.name}\n  reproduces: {preset.reproduces}\n  result:     {preset.result}")
+    return 0
+
+
 def run_datasets(args: argparse.Namespace) -> int:
     from seqvision.data import dataset_names, get_dataset
 
@@ -250,4 +266,4 @@ def run_datasets(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": run_train, "eval": run_eval, "report": run_report, "compare": run_compare, "cv": run_cv,
-            "models": run_models, "datasets": run_datasets}
+            "models": run_models, "presets": run_presets, "datasets": run_datasets}

@@ -1,67 +1,91 @@
-"""The one typed configuration that a training run is built from.
+"""The one typed configuration that a training run is built from, and the presets that fill it.
 
-It is written to every run folder as YAML and read back by `eval` and `--resume`, so everything that
-decides a run's result lives here. This module imports no torch, so the CLI can build and check a
-config in milliseconds.
+Each option is declared once, here: its type (a `Literal` lists the allowed values), its default, its help
+text and the group `seqvision train --help` shows it in. The command line, the validation below and the
+models' own checks all read these declarations. A run folder stores its config as YAML, read back by
+`eval` and `--resume`, so everything that decides a run's result lives here. This module imports no torch,
+so the CLI can build and check a config in milliseconds.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
+import functools
+import typing
+from dataclasses import dataclass, field, fields
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from seqvision.errors import ConfigError
 
-OPTIMIZERS = ("adam", "rmsprop", "sgd")
-SCHEDULERS = ("none", "plateau", "cosine", "onecycle")
-SCANS = ("rows", "columns", "pixels", "permuted-pixels")
-ACCELERATORS = ("auto", "cpu", "gpu")
-INITS = ("torch", "keras")
-POOLINGS = ("last", "attention")
-CELL_ACTIVATIONS = ("tanh", "sigmoid")
-VAL_SPLITS = ("stratified", "last")
-NORMALISATIONS = ("standardise", "scale")
+Scan = Literal["rows", "columns", "pixels", "permuted-pixels"]
+Pooling = Literal["last", "attention"]
+CellActivation = Literal["tanh", "sigmoid"]
+Init = Literal["torch", "keras"]
+Optimizer = Literal["adam", "rmsprop", "sgd"]
+Scheduler = Literal["none", "plateau", "cosine", "onecycle"]
+ValSplit = Literal["stratified", "last"]
+Normalise = Literal["standardise", "scale"]
+Accelerator = Literal["auto", "cpu", "gpu"]
+
+GROUPS = ("data", "model", "optimisation", "run")
 # Architecture options whose default belongs to the model (None here): stacked-lstm has 50 units, cnn drops 0.5.
 MODEL_DEFAULTED = ("hidden", "layers", "dropout")
+
+
+def option(default: Any, group: str | None, text: str, **metadata: Any) -> Any:
+    """A TrainConfig field with its help text and --help group; group None keeps it off the command line."""
+    return field(default=default, metadata={"group": group, "help": text, **metadata})
 
 
 @dataclass
 class TrainConfig:
     """Everything a training run depends on. Defaults reach >= 98.8% MNIST test accuracy (docs/results.md)."""
 
-    model: str = "lstm"
-    dataset: str = "mnist"
-    scan: str = "rows"
-    hidden: int | None = None
-    layers: int | None = None
-    dropout: float | None = None
-    pooling: str = "last"
-    cell_activation: str = "tanh"
-    init: str = "torch"
-    epochs: int = 12
-    batch_size: int = 128
-    optimizer: str = "adam"
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    clip_grad: float = 1.0
-    scheduler: str = "cosine"
-    early_stop: int = 0
-    seed: int = 0
-    val_fraction: float = 0.1
-    val_split: str = "stratified"
-    val_on_test: bool = False
-    normalise: str = "standardise"
-    augment_shift: int = 0
-    train_limit: int = 0
-    test_limit: int = 0
-    cv_folds: int = 0
-    cv_fold: int = 0
-    accelerator: str = "auto"
-    data_dir: str | None = None
+    model: str = option("lstm", "model", "model name (see `seqvision models`)", metavar="NAME")
+    dataset: str = option("mnist", "data", "dataset name (see `seqvision datasets`)", metavar="NAME")
+    scan: Scan = option("rows", "model", "how a recurrent model reads an image: one step per row, per column, "
+                                         "per pixel (sequential MNIST), or per pixel in a fixed shuffled order")
+    hidden: int | None = option(None, "model", "recurrent hidden units per direction [model default]")
+    layers: int | None = option(None, "model", "stacked recurrent (or ReNet) layers [model default]")
+    dropout: float | None = option(None, "model", "dropout before the classifier, in [0, 1) [model default]")
+    pooling: Pooling = option("last", "model", "recurrent models classify from the final state, or from an "
+                                               "attention-weighted mean of all steps")
+    cell_activation: CellActivation = option("tanh", "model", "LSTM cell input/output activation; sigmoid is "
+                                                              "Keras's LSTM(activation='sigmoid') and uses the "
+                                                              "explicit cell")
+    init: Init = option("torch", "model", "weight initialisation: PyTorch's, or Keras's (Glorot, orthogonal "
+                                          "recurrent, forget bias 1)")
+    epochs: int = option(12, "optimisation", "training epochs")
+    batch_size: int = option(128, "optimisation", "training batch size")
+    optimizer: Optimizer = option("adam", "optimisation", "adam is AdamW (decoupled weight decay)")
+    lr: float = option(2e-3, "optimisation", "learning rate (the peak rate for onecycle)")
+    weight_decay: float = option(0.0, "optimisation", "weight decay (decoupled for adam)")
+    clip_grad: float = option(1.0, "optimisation", "clip the gradient norm to this value; 0 turns clipping off")
+    scheduler: Scheduler = option("cosine", "optimisation", "learning-rate schedule over the planned steps")
+    early_stop: int = option(0, "optimisation", "stop after this many epochs without a better validation loss; "
+                                                "0 turns it off")
+    seed: int = option(0, "run", "random seed: the same seed, data and config give the same weights on the CPU")
+    val_fraction: float = option(0.1, "data", "part of the training set held out for validation")
+    val_split: ValSplit = option("stratified", "data", "a seeded stratified hold-out, or the last fraction in file "
+                                                       "order as Keras's validation_split")
+    val_on_test: bool = option(False, "data", "validate on the test set, as seed 002 does (its test accuracy is "
+                                              "then optimistic)")
+    normalise: Normalise = option("standardise", "data", "pixels to mean 0 and std 1 over the training split, or "
+                                                         "only divided by 255 as the seed programs do")
+    augment_shift: int = option(0, "data", "shift each training image by up to N pixels each way, new shifts "
+                                           "every epoch (0: off; 2 is usual for MNIST)")
+    train_limit: int = option(0, "data", "use only the first N training images (0: all), for quick runs")
+    test_limit: int = option(0, "data", "use only the first N test images (0: all)")
+    cv_folds: int = option(0, None, "cross-validation: the training set in this many stratified folds (0: off)")
+    cv_fold: int = option(0, None, "cross-validation: the fold held out as the test set")
+    accelerator: Accelerator = option("auto", "run", "auto uses a GPU when one is visible, else the CPU")
+    data_dir: str | None = option(None, "data", "dataset root (one folder per dataset) or a folder holding the "
+                                                "files [$SEQVISION_DATA, then ~/.cache/seqvision, then download]",
+                                  metavar="DIR")
 
     def validate(self) -> TrainConfig:
         """Reject values that cannot train, before any data is loaded or any file written."""
@@ -69,11 +93,11 @@ class TrainConfig:
                     "layers": self.layers, "lr": self.lr}
         for name, value in positive.items():
             if value is not None and not value > 0:
-                raise ConfigError(f"--{_flag(name)} must be positive, got {value}.")
+                raise ConfigError(f"--{flag(name)} must be positive, got {value}.")
         for name in ("weight_decay", "clip_grad", "early_stop", "augment_shift", "train_limit", "test_limit",
                      "cv_folds", "cv_fold"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"--{_flag(name)} must be zero (off) or positive, got {getattr(self, name)}.")
+                raise ConfigError(f"--{flag(name)} must be zero (off) or positive, got {getattr(self, name)}.")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}: 1 would drop every unit.")
         if self.cv_folds == 1 or (self.cv_folds and not self.cv_fold < self.cv_folds):
@@ -81,12 +105,8 @@ class TrainConfig:
                               f"{self.cv_fold} of {self.cv_folds}.")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"--val-fraction must be in (0, 1), got {self.val_fraction}.")
-        for name, allowed in (("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS), ("scan", SCANS),
-                              ("accelerator", ACCELERATORS), ("init", INITS), ("pooling", POOLINGS),
-                              ("cell_activation", CELL_ACTIVATIONS), ("val_split", VAL_SPLITS),
-                              ("normalise", NORMALISATIONS)):
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"unknown --{name} {getattr(self, name)!r}; choose one of: {', '.join(allowed)}.")
+        for name in CHOICES:
+            check_choice(name, getattr(self, name))
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,32 +127,78 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
-        try:
-            values = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as error:
-            raise ConfigError(f"cannot read the configuration {path}: {error}") from error
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path} does not hold a mapping of options; it is not a seqvision config.")
-        return cls.from_dict(values, origin=str(path))
+        return cls.from_dict(_read_mapping(Path(path)), origin=str(path))
 
 
-PRESETS_DIR = Path(__file__).resolve().parents[2] / "configs"
+def _choices() -> dict[str, tuple[str, ...]]:
+    hints = typing.get_type_hints(TrainConfig)
+    return {name: typing.get_args(kind) for name, kind in hints.items() if typing.get_origin(kind) is Literal}
+
+
+CHOICES: dict[str, tuple[str, ...]] = _choices()
+DEFAULTS = TrainConfig()
+
+
+def check_choice(name: str, value: str) -> None:
+    """Refuse a value outside the declared choices of option `name`, listing them."""
+    if value not in CHOICES[name]:
+        raise ConfigError(f"unknown --{flag(name)} {value!r}; choose one of: {', '.join(CHOICES[name])}.")
+
+
+def flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+# Presets ship inside the package (seqvision/presets/*.yaml), so they work from an installed wheel too.
+# Each file is a config plus a `preset:` mapping that says what it reproduces and its documented result.
+PRESET_INFO_KEY = "preset"
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    reproduces: str
+    result: str
+    config: TrainConfig
+
+
+@functools.cache
+def presets() -> dict[str, Preset]:
+    found = {}
+    for entry in resources.files("seqvision").joinpath("presets").iterdir():
+        if entry.name.endswith(".yaml"):
+            name = entry.name.removesuffix(".yaml")
+            found[name] = _preset_from(name, yaml.safe_load(entry.read_text()), origin=f"preset {name}")
+    return dict(sorted(found.items()))
 
 
 def preset_names() -> list[str]:
-    return sorted(path.stem for path in PRESETS_DIR.glob("*.yaml"))
+    return list(presets())
 
 
 def load_preset(name_or_path: str | Path) -> TrainConfig:
-    """A config file by path, or a preset by name from the project's configs/ folder (`seed-000-lstm`)."""
+    """A config file by path, or a preset by name (`seed-000-lstm`); `seqvision presets` lists them."""
     path = Path(name_or_path)
-    if not path.is_file():
-        path = PRESETS_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"no config file {name_or_path!r} and no preset of that name; "
-                          f"presets: {', '.join(preset_names()) or f'none found in {PRESETS_DIR}'}.")
-    return TrainConfig.load(path)
+    if path.is_file():
+        return _preset_from(path.stem, _read_mapping(path), origin=str(path)).config
+    if str(name_or_path) in presets():
+        return presets()[str(name_or_path)].config
+    raise ConfigError(f"no config file {str(name_or_path)!r} and no preset of that name; "
+                      f"presets: {', '.join(preset_names())}.")
 
 
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
+def _preset_from(name: str, values: dict[str, Any], *, origin: str) -> Preset:
+    values = dict(values)
+    info = values.pop(PRESET_INFO_KEY, None) or {}
+    config = TrainConfig.from_dict(values, origin=origin)
+    return Preset(name, info.get("reproduces", ""), info.get("result", ""), config)
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    try:
+        values = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"cannot read the configuration {path}: {error}") from error
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path} does not hold a mapping of options; it is not a seqvision config.")
+    return values

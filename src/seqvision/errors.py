@@ -30,3 +30,15 @@ class TrainingDivergedError(SeqvisionError):
 
 class TrainingInterruptedError(SeqvisionError):
     """Training was stopped by Ctrl-C after saving a resumable checkpoint."""
+
+
+class CheckpointError(RunFolderError):
+    """A file given as a checkpoint is not one that seqvision wrote, or is damaged."""
+
+
+class RunLockedError(RunFolderError):
+    """Another process is training in the run folder."""
+
+
+class DiskFullError(SeqvisionError, OSError):
+    """A file could not be written because its disk is full; the files written before it are intact."""

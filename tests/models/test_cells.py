@@ -106,7 +106,7 @@ def test_trace_returns_every_gate_and_state():
 
 
 def test_unknown_activation_and_bidirectional_twin_are_refused():
-    with pytest.raises(ConfigError, match="unknown cell activation 'relu'"):
+    with pytest.raises(ConfigError, match="unknown --cell-activation 'relu'"):
         LSTMCell(3, 4, activation="relu")
     with pytest.raises(ConfigError, match="unidirectional"):
         ExplicitLSTM.like(nn.LSTM(3, 4, batch_first=True, bidirectional=True))

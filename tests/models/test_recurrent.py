@@ -3,9 +3,9 @@ import torch
 
 from seqvision.config import TrainConfig
 from seqvision.errors import ConfigError, InputShapeError
-from seqvision.evaluation.summary import model_summary
 from seqvision.models import build_model, model_names
 from seqvision.models.recurrent import LSTMClassifier
+from seqvision.models.summary import model_summary
 
 
 def lstm_parameter_count(features: int, hidden: int, classes: int) -> int:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import seqvision
-from seqvision.training.run_folder import RunFolder
+from seqvision.runs.folder import RunFolder
 
 
 def epochs_recorded(run: RunFolder) -> list[str]:

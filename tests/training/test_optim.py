@@ -6,7 +6,7 @@ import pytest
 
 import seqvision
 from seqvision.config import TrainConfig
-from seqvision.training.run_folder import RunFolder
+from seqvision.runs.folder import RunFolder
 
 
 def learning_rates(run_dir) -> list[float]:

@@ -8,8 +8,8 @@ import seqvision
 from seqvision.cli import main
 from seqvision.config import TrainConfig
 from seqvision.data import load_dataset
-from seqvision.training.batching import split_batches, validation_split
-from seqvision.training.run_folder import RunFolder
+from seqvision.data.batches import split_batches, validation_split
+from seqvision.runs.folder import RunFolder
 
 
 def test_last_validation_split_holds_out_the_end_in_file_order():

@@ -11,7 +11,7 @@ import torch
 import seqvision
 from seqvision.config import TrainConfig
 from seqvision.errors import TrainingDivergedError
-from seqvision.training.run_folder import RunFolder
+from seqvision.runs.folder import RunFolder
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -1,4 +1,5 @@
-"""Test-set evaluation of a saved run: the same code path at the end of training and in `seqvision eval`."""
+"""Test-set evaluation of a saved run: one prediction pass, shared by the end of training, `seqvision eval`
+and the report."""
 
 from __future__ import annotations
 
@@ -8,66 +9,39 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqvision.data.batches import InMemoryBatches, Normalisation
+from seqvision.data.batches import InMemoryBatches, Normalisation, eval_batches, train_and_test
 from seqvision.errors import RunFolderError
-from seqvision.training.run_folder import RunFolder
+from seqvision.evaluation.metrics import Predictions, predict
+from seqvision.runs.checkpoint import load_run_model
+from seqvision.runs.folder import RunFolder
 
 
-def evaluate_model(model: nn.Module, batches: InMemoryBatches, device: torch.device | str = "cpu") -> dict[str, Any]:
+@dataclass
+class RunEvaluation:
+    """A run's checkpoint, the test batches it was evaluated on, its predictions, and its test metrics."""
+
+    run: RunFolder
+    model: nn.Module
+    test: InMemoryBatches
+    predictions: Predictions
+    metrics: dict[str, Any]
+
+
+def loss_and_accuracy(predictions: Predictions) -> dict[str, Any]:
     """Mean cross-entropy (summed in float64, so batch order cannot matter) and accuracy over the split."""
-    from seqvision.evaluation.metrics import predict
-
-    predictions = predict(model, batches, device)
     count = len(predictions.labels)
     total_loss = F.cross_entropy(predictions.logits.double(), predictions.labels, reduction="sum")
     correct = int((predictions.predicted == predictions.labels).sum())
     return {"test_loss": float(total_loss) / count, "test_accuracy": correct / count, "test_samples": count}
 
 
-def load_checkpoint_model(run: RunFolder, checkpoint: str = "best") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the run's model from config.yaml and load weights from one of its checkpoints (no pickled code)."""
-    from seqvision.models import build_model
-
-    path = run.checkpoint(checkpoint)
-    if not path.is_file():
-        raise RunFolderError(f"{run.path} has no {checkpoint} checkpoint ({path} is missing); "
-                             "train it to the end of at least one epoch, or pick --checkpoint last.")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for damaged or foreign files
-        raise RunFolderError(f"cannot read checkpoint {path}: {error}") from None
-    if "seqvision" not in saved or "state_dict" not in saved:
-        raise RunFolderError(f"{path} is not a seqvision checkpoint (no seqvision section).")
-    info = run.read_info()
-    config = run.load_config()
-    model = build_model(config, tuple(info["image_shape"]), info["num_classes"])
-    prefix = "model."
-    state = {key.removeprefix(prefix): value for key, value in saved["state_dict"].items() if key.startswith(prefix)}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        raise RunFolderError(f"checkpoint {path} does not fit the model in {run.config_path}: {error}") from None
-    return model, {"epoch": saved.get("epoch", 0) + 1, "checkpoint": checkpoint}
-
-
-@dataclass
-class EvaluationSplit:
-    """A run's test images as stored (uint8, for pictures) and as batches normalised the way it was trained."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    batches: InMemoryBatches
-
-
-def load_test_split(run: RunFolder, data_dir: str | os.PathLike[str] | None = None) -> EvaluationSplit:
+def load_test_split(run: RunFolder, data_dir: str | os.PathLike[str] | None = None) -> InMemoryBatches:
     """The test split the run was evaluated on, refusing data whose image size differs from the run's."""
     from seqvision.data import load_dataset
-    from seqvision.training.batching import eval_batches, train_and_test
 
     config, info = run.load_config(), run.read_info()
     splits = load_dataset(config.dataset, data_dir if data_dir is not None else config.data_dir)
@@ -75,16 +49,26 @@ def load_test_split(run: RunFolder, data_dir: str | os.PathLike[str] | None = No
         raise RunFolderError(f"dataset {config.dataset} now has {splits.image_shape} images but the run was trained "
                              f"on {tuple(info['image_shape'])}; point --data-dir at the data it was trained on.")
     _, (images, labels) = train_and_test(config, splits)
-    return EvaluationSplit(images, labels, eval_batches(images, labels, Normalisation(**info["normalisation"])))
+    return eval_batches(images, labels, Normalisation(**info["normalisation"]))
+
+
+def evaluate_run(run_dir: str | os.PathLike[str] | RunFolder, checkpoint: str = "best", *,
+                 test: InMemoryBatches | None = None, data_dir: str | os.PathLike[str] | None = None,
+                 device: torch.device | str = "cpu") -> RunEvaluation:
+    """Predict the run's test set once with one of its checkpoints. `test` reuses batches already in memory
+    (the ones training used); otherwise the dataset is loaded."""
+    run = run_dir if isinstance(run_dir, RunFolder) else RunFolder.open(run_dir)
+    model, where = load_run_model(run, checkpoint)
+    test = test if test is not None else load_test_split(run, data_dir)
+    predictions = predict(model, test, device)
+    model.cpu()  # pictures and traces that follow run on the CPU
+    return RunEvaluation(run, model, test, predictions, {**where, **loss_and_accuracy(predictions)})
 
 
 def evaluate(run_dir: str | os.PathLike[str], checkpoint: str = "best",
              data_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Re-evaluate a saved run on its test set and return the metrics (the same numbers training recorded)."""
-    run = RunFolder.open(run_dir)
-    split = load_test_split(run, data_dir)
-    model, where = load_checkpoint_model(run, checkpoint)
-    return {**where, **evaluate_model(model, split.batches)}
+    return evaluate_run(run_dir, checkpoint, data_dir=data_dir).metrics
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqvision.data.batches import InMemoryBatches
+from seqvision.tables import csv_text
 
 TOP_K = 3
 CALIBRATION_BINS = 15
@@ -79,23 +78,15 @@ def classification_metrics(predictions: Predictions, num_classes: int, top_k: in
 
 
 def per_class_csv(metrics: dict[str, Any], class_names: list[str]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["class", "precision", "recall", "f1", "auc", "support"])
-    for index, name in enumerate(class_names):
-        writer.writerow([name, *(f"{metrics[key][index]:.6f}" for key in ("precision", "recall", "f1", "auc")),
-                         metrics["support"][index]])
+    rows = [[name, *(f"{metrics[key][index]:.6f}" for key in ("precision", "recall", "f1", "auc")),
+             metrics["support"][index]] for index, name in enumerate(class_names)]
     for average in ("macro", "weighted"):
-        writer.writerow([f"{average} average", *(f"{metrics[f'{average}_{key}']:.6f}" for key in
-                                                 ("precision", "recall", "f1")),
-                         f"{metrics['macro_auc']:.6f}" if average == "macro" else "", sum(metrics["support"])])
-    return out.getvalue()
+        rows.append([f"{average} average", *(f"{metrics[f'{average}_{key}']:.6f}" for key in
+                                             ("precision", "recall", "f1")),
+                     f"{metrics['macro_auc']:.6f}" if average == "macro" else "", sum(metrics["support"])])
+    return csv_text(["class", "precision", "recall", "f1", "auc", "support"], rows)
 
 
 def confusion_csv(metrics: dict[str, Any], class_names: list[str]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["true \\ predicted", *class_names])
-    for name, row in zip(class_names, metrics["confusion_matrix"], strict=True):
-        writer.writerow([name, *row])
-    return out.getvalue()
+    rows = [[name, *row] for name, row in zip(class_names, metrics["confusion_matrix"], strict=True)]
+    return csv_text(["true \\ predicted", *class_names], rows)

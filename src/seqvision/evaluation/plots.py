@@ -4,57 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from seqvision.atomic import atomic_path
-
-DPI = 100
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(figure: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=DPI)
-    _pyplot().close(figure)
-
-
-def plot_training_curves(rows: Sequence[dict[str, str]], path: Path) -> None:
-    """Loss and accuracy per epoch, training against validation, side by side (as seed 002 plots them)."""
-    plt = _pyplot()
-    from matplotlib.ticker import MaxNLocator
-
-    epochs = [int(row["epoch"]) for row in rows]
-
-    def series(name: str) -> list[float]:
-        return [float(row[name]) if row.get(name) else float("nan") for row in rows]
-
-    figure, (loss_axes, acc_axes) = plt.subplots(1, 2, figsize=(10, 4))
-    for axes, metric, label in ((loss_axes, "loss", "loss"), (acc_axes, "acc", "accuracy")):
-        axes.plot(epochs, series(f"train_{metric}"), marker="o", label=f"training {label}")
-        axes.plot(epochs, series(f"val_{metric}"), marker="o", label=f"validation {label}")
-        axes.set_title(f"Training and validation {label}")
-        axes.set_xlabel("epoch")
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers: no tick at 1.5
-        axes.grid(alpha=0.3)
-        axes.legend()
-    figure.tight_layout()
-    _save(figure, path)
+from seqvision.figures import pyplot, save_figure
 
 
 def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: Path, *,
                           normalise: bool = False) -> None:
     """Heatmap of true (rows) against predicted (columns) classes, each cell labelled with its count or share."""
-    plt = _pyplot()
+    plt = pyplot()
     counts = np.asarray(matrix, dtype=np.float64)
     values = 100 * counts / np.maximum(counts.sum(axis=1, keepdims=True), 1) if normalise else counts
     figure, axes = plt.subplots(figsize=(7, 6))
@@ -77,7 +36,7 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence
             axes.text(col, row, text, ha="center", va="center", fontsize=6 if small else 8,
                       color="white" if values[row, col] > threshold else "black")
     figure.tight_layout()
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_roc_curves(roc: Sequence[dict[str, list[float]]], auc: Sequence[float], class_names: Sequence[str],
@@ -87,7 +46,7 @@ def plot_roc_curves(roc: Sequence[dict[str, list[float]]], auc: Sequence[float],
     Good classifiers hug the top-left corner, so the right panel repeats the curves with a logarithmic
     false-positive axis, where their differences show.
     """
-    plt = _pyplot()
+    plt = pyplot()
     figure, (linear, logarithmic) = plt.subplots(1, 2, figsize=(12, 5.5))
     colours = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
     smallest = min((x for curve in roc for x in curve["fpr"] if x > 0), default=1e-4)
@@ -108,13 +67,13 @@ def plot_roc_curves(roc: Sequence[dict[str, list[float]]], auc: Sequence[float],
         axes.set_ylim(0.0, 1.01)
         axes.grid(alpha=0.3)
     figure.tight_layout()
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_misclassified(images: np.ndarray, true: Sequence[int], predicted: Sequence[int],
                        confidence: Sequence[float], class_names: Sequence[str], path: Path, columns: int = 6) -> None:
     """A grid of test images the model got wrong, most confident first, each titled true / predicted."""
-    plt = _pyplot()
+    plt = pyplot()
     count = len(images)
     rows = max(1, -(-count // columns))
     figure, axes_grid = plt.subplots(rows, columns, figsize=(1.8 * columns, 2.0 * rows + 0.4), squeeze=False)
@@ -127,7 +86,7 @@ def plot_misclassified(images: np.ndarray, true: Sequence[int], predicted: Seque
     title = "Most confidently misclassified test images" if count else "No misclassified test images"
     figure.suptitle(title, fontsize=11)
     figure.tight_layout()
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_lstm_inside(image: np.ndarray, gates: dict[str, np.ndarray], step_probabilities: np.ndarray,
@@ -136,7 +95,7 @@ def plot_lstm_inside(image: np.ndarray, gates: dict[str, np.ndarray], step_proba
 
     `gates` maps a label to a (steps, hidden) array; `step_probabilities` is (steps, classes).
     """
-    plt = _pyplot()
+    plt = pyplot()
     panels = 2 + len(gates)
     figure, axes_row = plt.subplots(1, panels, figsize=(3.0 * panels, 4.2))
     axes_row[0].imshow(image, cmap="gray_r")
@@ -160,12 +119,12 @@ def plot_lstm_inside(image: np.ndarray, gates: dict[str, np.ndarray], step_proba
     last.set_ylabel("after reading step")
     figure.suptitle(title, fontsize=11)
     figure.tight_layout()
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_accuracy_against_time(curves: Sequence[tuple[str, Sequence[tuple[float, float]]]], path: Path) -> None:
     """Validation accuracy against training seconds, one line per run, one colour per model."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(9, 5.5))
     colours = plt.get_cmap("tab10")
     models = list(dict.fromkeys(model for model, _ in curves))
@@ -181,4 +140,4 @@ def plot_accuracy_against_time(curves: Sequence[tuple[str, Sequence[tuple[float,
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    _save(figure, path)
+    save_figure(figure, path)

@@ -9,14 +9,14 @@
       report.html           the whole report in one file, pictures embedded, readable offline
       report.md             a short summary that links the pictures
 
-Everything is computed before anything is written, and each file is replaced atomically, so a failure
-leaves the previous report as it was.
+Everything is computed and written into a staging folder beside the files first; only then is each file
+renamed over its old version. A failure while computing or drawing leaves the previous report as it was,
+and no file is ever half-written (a crash in the moment of the renames can mix old and new whole files).
 """
 
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import json
 import os
@@ -27,16 +27,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from seqvision.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
+from seqvision.atomic import FILE_MODE
 from seqvision.errors import ConfigError
 from seqvision.evaluation import plots
-from seqvision.evaluation.evaluate import EvaluationSplit, load_checkpoint_model, load_test_split
-from seqvision.evaluation.metrics import classification_metrics, confusion_csv, per_class_csv, predict
-from seqvision.training.run_folder import RunFolder
+from seqvision.evaluation.evaluate import RunEvaluation, evaluate_run
+from seqvision.evaluation.metrics import classification_metrics, confusion_csv, per_class_csv
+from seqvision.runs.history import HistoryRow, read_history
+from seqvision.tables import markdown_table
 
 MISCLASSIFIED_SHOWN = 24
+PER_CLASS_HEADER = ["class", "precision", "recall", "F1", "AUC", "support"]
 PICTURES = {
     "curves.png": "Training curves: loss and accuracy, training against validation",
     "confusion.png": "Confusion matrix (counts)",
@@ -55,84 +56,87 @@ class ReportFiles:
 
 
 def write_report(run_dir: str | os.PathLike[str], *, checkpoint: str = "best",
-                 data_dir: str | os.PathLike[str] | None = None, image_index: int = 0) -> ReportFiles:
-    """Evaluate the run's checkpoint on its test set and write the report files; returns where they are."""
-    run = RunFolder.open(run_dir)
-    split = load_test_split(run, data_dir)
-    model, where = load_checkpoint_model(run, checkpoint)
-    if not 0 <= image_index < len(split.labels):
-        raise ConfigError(f"--image must be between 0 and {len(split.labels) - 1}, got {image_index}.")
+                 data_dir: str | os.PathLike[str] | None = None, image_index: int = 0,
+                 evaluation: RunEvaluation | None = None) -> ReportFiles:
+    """Write the report files of a run's checkpoint; returns where they are. `evaluation` reuses predictions
+    already made (as training does); otherwise the checkpoint is evaluated on the test set here."""
+    evaluation = evaluation or evaluate_run(run_dir, checkpoint, data_dir=data_dir)
+    run, test, predictions = evaluation.run, evaluation.test, evaluation.predictions
+    if not 0 <= image_index < len(test.labels):
+        raise ConfigError(f"--image must be between 0 and {len(test.labels) - 1}, got {image_index}.")
     info, config = run.read_info(), run.load_config()
-    class_names = [str(index) for index in range(info["num_classes"])]
-    predictions = predict(model, split.batches)
-    metrics = {**where, **classification_metrics(predictions, info["num_classes"])}
+    class_names = info.get("classes") or [str(index) for index in range(info["num_classes"])]
+    where = {key: evaluation.metrics[key] for key in ("epoch", "checkpoint")}
+    metrics = {**where, **classification_metrics(predictions, len(class_names))}
+    history = read_history(run.history_path)
 
     with tempfile.TemporaryDirectory(prefix=".report-", dir=run.path) as staging:
-        drawn = Path(staging)
+        staged = Path(staging)
+        drawn = staged / "plots"
+        drawn.mkdir()
         plots.plot_confusion_matrix(metrics["confusion_matrix"], class_names, drawn / "confusion.png")
         plots.plot_confusion_matrix(metrics["confusion_matrix"], class_names, drawn / "confusion_normalised.png",
                                     normalise=True)
         plots.plot_roc_curves(metrics["roc"], metrics["auc"], class_names, drawn / "roc.png")
-        _draw_misclassified(predictions, split, class_names, drawn / "misclassified.png")
-        _draw_lstm_inside(model, split, image_index, class_names, drawn / "lstm_inside.png")
+        _draw_misclassified(evaluation, class_names, drawn / "misclassified.png")
+        _draw_lstm_inside(evaluation, image_index, class_names, drawn / "lstm_inside.png")
         pictures = {name: path.read_bytes() for name in PICTURES if (path := drawn / name).is_file()}
-    if run.curves_path.is_file():
-        pictures = {"curves.png": run.curves_path.read_bytes(), **pictures}
-
-    plots_dir = run.path / "plots"
-    plots_dir.mkdir(exist_ok=True)
-    for name, data in pictures.items():
-        if name != "curves.png":
-            write_bytes_atomic(plots_dir / name, data)
-    write_json_atomic(run.path / "metrics.json", metrics)
-    write_text_atomic(run.path / "per_class.csv", per_class_csv(metrics, class_names))
-    write_text_atomic(run.path / "confusion_matrix.csv", confusion_csv(metrics, class_names))
-    title = f"{config.model} on {config.dataset}: {run.path.name}"
-    html_path, markdown_path = run.path / "report.html", run.path / "report.md"
-    write_text_atomic(html_path, render_html(title, config.to_dict(), metrics, class_names, pictures,
-                                             _history(run)))
-    write_text_atomic(markdown_path, render_markdown(title, metrics, class_names, pictures))
-    return ReportFiles(html_path, markdown_path, metrics)
+        if run.curves_path.is_file():
+            pictures = {"curves.png": run.curves_path.read_bytes(), **pictures}
+        title = f"{config.model} on {config.dataset}: {run.path.name}"
+        (staged / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        (staged / "per_class.csv").write_text(per_class_csv(metrics, class_names))
+        (staged / "confusion_matrix.csv").write_text(confusion_csv(metrics, class_names))
+        (staged / "report.html").write_text(render_html(title, config.to_dict(), metrics, class_names, pictures,
+                                                        history))
+        (staged / "report.md").write_text(render_markdown(title, metrics, class_names, pictures))
+        _swap_in(staged, run.path)
+    return ReportFiles(run.path / "report.html", run.path / "report.md", metrics)
 
 
-def _draw_misclassified(predictions: Any, split: EvaluationSplit, class_names: list[str], path: Path) -> None:
+def _swap_in(staged: Path, run_path: Path) -> None:
+    """Rename every staged file over its counterpart in the run folder (same file system: each rename is atomic)."""
+    (run_path / "plots").mkdir(exist_ok=True)
+    for path in sorted(staged.rglob("*")):
+        if path.is_file():
+            with open(path, "rb+") as handle:
+                os.fsync(handle.fileno())
+            path.chmod(FILE_MODE)
+            os.replace(path, run_path / path.relative_to(staged))
+
+
+def _draw_misclassified(evaluation: RunEvaluation, class_names: list[str], path: Path) -> None:
+    predictions, test = evaluation.predictions, evaluation.test
     probabilities = predictions.probabilities
     confidence, predicted = probabilities.max(dim=1)
     wrong = torch.nonzero(predicted != predictions.labels).flatten()
     order = wrong[torch.argsort(confidence[wrong], descending=True)][:MISCLASSIFIED_SHOWN].numpy()
-    plots.plot_misclassified(split.images[order], split.labels[order].tolist(), predicted[order].tolist(),
+    plots.plot_misclassified(test.images[order].numpy(), test.labels[order].tolist(), predicted[order].tolist(),
                              confidence[order].tolist(), class_names, path)
 
 
 @torch.no_grad()
-def _draw_lstm_inside(model: nn.Module, split: EvaluationSplit, index: int, class_names: list[str],
-                      path: Path) -> None:
+def _draw_lstm_inside(evaluation: RunEvaluation, index: int, class_names: list[str], path: Path) -> None:
     """Only for models whose decision is read from an LSTM's final state, one step at a time."""
     from seqvision.models.pooling import FinalState
     from seqvision.models.recurrent import RecurrentClassifier
 
+    model, test = evaluation.model, evaluation.test
     if not (isinstance(model, RecurrentClassifier) and model.kind == "lstm" and not model.bidirectional
             and isinstance(model.pool, FinalState)):
         return
-    images, _ = split.batches.batch(np.array([index]))
+    images, _ = test.batch(np.array([index]))
     trace = model.trace(images)
     # What the classifier would answer if the sequence ended after each step.
     step_probabilities = torch.softmax(model.head(trace.hidden[0]), dim=1).numpy()
     gates = {"input gate": trace.input_gate[0], "forget gate": trace.forget_gate[0],
              "output gate": trace.output_gate[0], "cell state": trace.cell[0]}
-    label = int(split.labels[index])
+    label = int(test.labels[index])
     guess = int(step_probabilities[-1].argmax())
-    plots.plot_lstm_inside(split.images[index], {k: v.numpy() for k, v in gates.items()}, step_probabilities,
+    plots.plot_lstm_inside(test.images[index].numpy(), {k: v.numpy() for k, v in gates.items()}, step_probabilities,
                            class_names, f"test image {index}: true {class_names[label]}, predicted "
                            f"{class_names[guess]} ({100 * step_probabilities[-1, guess]:.1f}%), "
                            f"read by {model.scan.mode}", path)
-
-
-def _history(run: RunFolder) -> list[dict[str, str]]:
-    if not run.history_path.is_file():
-        return []
-    with open(run.history_path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def _headline(metrics: dict[str, Any]) -> list[tuple[str, str]]:
@@ -151,7 +155,7 @@ def _headline(metrics: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def render_html(title: str, config: dict[str, Any], metrics: dict[str, Any], class_names: list[str],
-                pictures: dict[str, bytes], history: list[dict[str, str]]) -> str:
+                pictures: dict[str, bytes], history: list[HistoryRow]) -> str:
     """One self-contained page: no scripts, no links out, every picture inlined as a data URI."""
     escape = html.escape
 
@@ -160,8 +164,6 @@ def render_html(title: str, config: dict[str, Any], metrics: dict[str, Any], cla
         body = "".join("<tr>" + "".join(f"<td>{escape(str(cell))}</td>" for cell in row) + "</tr>" for row in rows)
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
-    per_class = [[name, f"{metrics['precision'][i]:.4f}", f"{metrics['recall'][i]:.4f}", f"{metrics['f1'][i]:.4f}",
-                  f"{metrics['auc'][i]:.5f}", str(metrics["support"][i])] for i, name in enumerate(class_names)]
     history_rows = [[row["epoch"], row["train_loss"], row["train_acc"], row.get("val_loss", ""),
                      row.get("val_acc", ""), row.get("lr", ""), row.get("seconds", "")] for row in history]
     figures = "".join(
@@ -183,7 +185,7 @@ pre {{ background: #f7f7f7; padding: 0.8em; }}
 <h2>Test metrics</h2>
 {table(["metric", "value"], [list(item) for item in _headline(metrics)])}
 <h2>Per class</h2>
-{table(["class", "precision", "recall", "F1", "AUC", "support"], per_class)}
+{table(PER_CLASS_HEADER, _per_class_rows(metrics, class_names))}
 <h2>Pictures</h2>
 {figures}
 <h2>Training history</h2>
@@ -195,14 +197,15 @@ pre {{ background: #f7f7f7; padding: 0.8em; }}
 
 
 def render_markdown(title: str, metrics: dict[str, Any], class_names: list[str], pictures: dict[str, bytes]) -> str:
-    lines = [f"# {title}", "", "| metric | value |", "| --- | --- |"]
-    lines += [f"| {name} | {value} |" for name, value in _headline(metrics)]
-    lines += ["", "| class | precision | recall | F1 | AUC | support |", "| --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {name} | {metrics['precision'][i]:.4f} | {metrics['recall'][i]:.4f} | {metrics['f1'][i]:.4f} | "
-              f"{metrics['auc'][i]:.5f} | {metrics['support'][i]} |" for i, name in enumerate(class_names)]
-    lines.append("")
+    parts = [f"# {title}\n", markdown_table(["metric", "value"], _headline(metrics)),
+             markdown_table(PER_CLASS_HEADER, _per_class_rows(metrics, class_names))]
     for name in pictures:
         link = name if name == "curves.png" else f"plots/{name}"
-        lines += [f"![{PICTURES[name]}]({link})", ""]
-    lines.append("The full report, with every picture embedded, is report.html beside this file.")
-    return "\n".join(lines) + "\n"
+        parts.append(f"![{PICTURES[name]}]({link})\n")
+    parts.append("The full report, with every picture embedded, is report.html beside this file.\n")
+    return "\n".join(parts)
+
+
+def _per_class_rows(metrics: dict[str, Any], class_names: list[str]) -> list[list[str]]:
+    return [[name, f"{metrics['precision'][i]:.4f}", f"{metrics['recall'][i]:.4f}", f"{metrics['f1'][i]:.4f}",
+             f"{metrics['auc'][i]:.5f}", str(metrics["support"][i])] for i, name in enumerate(class_names)]

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from seqvision.config import check_choice
 from seqvision.errors import ConfigError
 
-ACTIVATIONS = {"tanh": torch.tanh, "sigmoid": torch.sigmoid}
+ACTIVATIONS = {"tanh": torch.tanh, "sigmoid": torch.sigmoid}  # keyed by the choices of --cell-activation
 
 
 @dataclass
@@ -38,8 +39,7 @@ class LSTMCell(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, activation: str = "tanh") -> None:
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ConfigError(f"unknown cell activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}.")
+        check_choice("cell_activation", activation)
         self.input_size, self.hidden_size, self.activation = input_size, hidden_size, activation
         self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size))
         self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))

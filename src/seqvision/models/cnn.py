@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from seqvision.config import TrainConfig
-from seqvision.models.registry import register_model
+from seqvision.models.registry import register_model, with_defaults
 from seqvision.models.scan import check_image_batch
 
 
@@ -28,8 +28,9 @@ class ConvClassifier(nn.Module):
     scans: ClassVar[tuple[str, ...]] = ("rows",)
     options: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, image_shape: tuple[int, int], num_classes: int, *, dropout: float = 0.5) -> None:
+    def __init__(self, image_shape: tuple[int, int], num_classes: int, *, dropout: float | None = None) -> None:
         super().__init__()
+        (dropout,) = with_defaults(self.defaults, dropout=dropout)
         self.image_shape = tuple(image_shape)
         self.features = nn.Sequential(
             nn.Conv2d(1, 32, 5, padding="same"), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),

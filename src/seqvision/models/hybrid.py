@@ -15,7 +15,7 @@ from torch import nn
 from seqvision.config import TrainConfig
 from seqvision.models.cnn import pooled_size
 from seqvision.models.pooling import sequence_pooling
-from seqvision.models.registry import register_model
+from seqvision.models.registry import register_model, with_defaults
 from seqvision.models.scan import check_image_batch
 
 
@@ -36,9 +36,10 @@ class ConvLSTMClassifier(nn.Module):
     scans: ClassVar[tuple[str, ...]] = ("rows", "columns")
     options: ClassVar[tuple[str, ...]] = ("pooling",)
 
-    def __init__(self, image_shape: tuple[int, int], num_classes: int, *, hidden: int = 128, dropout: float = 0.2,
-                 scan: str = "rows", pooling: str = "last") -> None:
+    def __init__(self, image_shape: tuple[int, int], num_classes: int, *, hidden: int | None = None,
+                 dropout: float | None = None, scan: str = "rows", pooling: str = "last") -> None:
         super().__init__()
+        hidden, dropout = with_defaults(self.defaults, hidden=hidden, dropout=dropout)
         self.image_shape = tuple(image_shape)
         self.by_columns = scan == "columns"
         self.features = nn.Sequential(conv_block(1, 32), conv_block(32, 64))

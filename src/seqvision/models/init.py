@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from seqvision.errors import ConfigError
+from seqvision.config import check_choice
 from seqvision.models.cells import LSTMCell
 
 RECURRENT_LAYERS = (nn.LSTM, nn.GRU, nn.RNN)
@@ -19,10 +19,9 @@ RECURRENT_LAYERS = (nn.LSTM, nn.GRU, nn.RNN)
 
 def initialise(model: nn.Module, scheme: str) -> None:
     """Re-initialise `model` in place; "torch" keeps the weights the layers were built with."""
+    check_choice("init", scheme)
     if scheme == "torch":
         return
-    if scheme != "keras":
-        raise ConfigError(f"unknown --init {scheme!r}; choose torch or keras.")
     for module in model.modules():
         if isinstance(module, (nn.Linear, nn.Conv2d)):
             nn.init.xavier_uniform_(module.weight)

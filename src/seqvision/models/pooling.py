@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from seqvision.errors import ConfigError
+from seqvision.config import check_choice
 
 
 class FinalState(nn.Module):
@@ -37,8 +37,7 @@ class AttentionPooling(nn.Module):
 
 
 def sequence_pooling(mode: str, hidden: int, bidirectional: bool) -> nn.Module:
+    check_choice("pooling", mode)
     if mode == "last":
         return FinalState(hidden, bidirectional)
-    if mode == "attention":
-        return AttentionPooling(hidden * (2 if bidirectional else 1))
-    raise ConfigError(f"unknown --pooling {mode!r}; choose last or attention.")
+    return AttentionPooling(hidden * (2 if bidirectional else 1))

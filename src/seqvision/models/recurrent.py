@@ -15,7 +15,7 @@ from seqvision.config import TrainConfig
 from seqvision.errors import ConfigError
 from seqvision.models.cells import ExplicitLSTM, LSTMTrace
 from seqvision.models.pooling import sequence_pooling
-from seqvision.models.registry import register_model
+from seqvision.models.registry import register_model, with_defaults
 from seqvision.models.scan import ImageScan
 
 FUSED_LAYERS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
@@ -48,9 +48,7 @@ class RecurrentClassifier(nn.Module):
                  layers: int | None = None, dropout: float | None = None, scan: str = "rows",
                  pooling: str = "last", cell_activation: str = "tanh") -> None:
         super().__init__()
-        hidden = hidden or self.defaults["hidden"]
-        layers = layers or self.defaults["layers"]
-        dropout = self.defaults["dropout"] if dropout is None else dropout
+        hidden, layers, dropout = with_defaults(self.defaults, hidden=hidden, layers=layers, dropout=dropout)
         self.image_shape = tuple(image_shape)
         self.scan = ImageScan(scan, image_shape)
         self.rnn = recurrent_layer(self.kind, self.scan.features, hidden, layers, dropout,

@@ -19,11 +19,12 @@ from typing import Any
 
 from torch import nn
 
-from seqvision.config import MODEL_DEFAULTED, TrainConfig
+from seqvision.config import DEFAULTS, MODEL_DEFAULTED, TrainConfig
 from seqvision.errors import ConfigError
 from seqvision.registry import Registry
 
-OPTION_DEFAULTS = {"pooling": "last", "cell_activation": "tanh"}
+# Options that only some models honour; the others accept only the default value.
+OPTIONAL_FEATURES = ("pooling", "cell_activation")
 
 
 @dataclass(frozen=True)
@@ -79,11 +80,17 @@ def resolve_model_options(config: TrainConfig) -> TrainConfig:
         elif value is not None:
             takes = ", ".join("--" + key for key in entry.defaults) or "none of --hidden, --layers, --dropout"
             raise ConfigError(f"model {entry.name} has no --{name} option; it takes {takes}.")
-    for name, default in OPTION_DEFAULTS.items():
-        if getattr(config, name) != default and name not in entry.builder.options:
+    for name in OPTIONAL_FEATURES:
+        if getattr(config, name) != getattr(DEFAULTS, name) and name not in entry.builder.options:
             raise ConfigError(f"model {entry.name} does not support --{name.replace('_', '-')} "
                               f"{getattr(config, name)}; it applies to the recurrent models.")
     return dataclasses.replace(config, **filled)
+
+
+def with_defaults(defaults: dict[str, Any], **given: Any) -> list[Any]:
+    """The given architecture options in order, each None replaced by the model's `defaults` (their one
+    statement): `hidden, dropout = with_defaults(self.defaults, hidden=hidden, dropout=dropout)`."""
+    return [defaults[name] if value is None else value for name, value in given.items()]
 
 
 def build_model(config: TrainConfig, image_shape: tuple[int, int], num_classes: int) -> nn.Module:

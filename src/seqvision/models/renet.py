@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqvision.config import TrainConfig
-from seqvision.models.registry import register_model
+from seqvision.models.registry import register_model, with_defaults
 from seqvision.models.scan import check_image_batch
 
 PATCH = 2
@@ -55,9 +55,10 @@ class ReNetClassifier(nn.Module):
     scans: ClassVar[tuple[str, ...]] = ("rows",)
     options: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, image_shape: tuple[int, int], num_classes: int, *, hidden: int = 32, layers: int = 2,
-                 dropout: float = 0.2) -> None:
+    def __init__(self, image_shape: tuple[int, int], num_classes: int, *, hidden: int | None = None,
+                 layers: int | None = None, dropout: float | None = None) -> None:
         super().__init__()
+        hidden, layers, dropout = with_defaults(self.defaults, hidden=hidden, layers=layers, dropout=dropout)
         self.image_shape = tuple(image_shape)
         self.sweeps = nn.Sequential(*(ReNetLayer(1 if index == 0 else 2 * hidden, hidden) for index in range(layers)))
         height, width = image_shape

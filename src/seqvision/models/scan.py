@@ -6,7 +6,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from seqvision.errors import ConfigError, InputShapeError
+from seqvision.config import CHOICES, check_choice
+from seqvision.errors import InputShapeError
 
 PERMUTATION_SEED = 0
 
@@ -21,12 +22,11 @@ class ImageScan(nn.Module):
     removes the local structure a recurrent net could exploit: permuted sequential MNIST.
     """
 
-    MODES = ("rows", "columns", "pixels", "permuted-pixels")
+    MODES = CHOICES["scan"]
 
     def __init__(self, mode: str, image_shape: tuple[int, int]) -> None:
         super().__init__()
-        if mode not in self.MODES:
-            raise ConfigError(f"unknown scan {mode!r}; choose one of: {', '.join(self.MODES)}.")
+        check_choice("scan", mode)
         self.mode = mode
         self.image_shape = tuple(image_shape)
         height, width = self.image_shape

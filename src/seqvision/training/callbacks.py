@@ -1,95 +1,129 @@
-"""Lightning callbacks and plugins that keep the run folder complete and safe to crash in."""
+"""Lightning callbacks and plugins that keep the run folder complete, exact to resume, and safe to crash in."""
 
 from __future__ import annotations
 
-import csv
-import io
+import contextlib
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from seqvision.atomic import atomic_path, write_text_atomic
-
-HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+from seqvision.errors import TrainingInterruptedError
+from seqvision.runs.checkpoint import write_checkpoint
+from seqvision.runs.history import format_epoch_line, plot_history, read_history, write_history
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write each checkpoint under a temporary name and rename it, so a crash never leaves a torn file."""
+    """Lightning's checkpoint writer, through seqvision's: temporary name then rename, and a full disk said as such."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike[str],
                         storage_options: Any | None = None) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
+        write_checkpoint(checkpoint, path)
 
 
-class InterruptCheckpoint(L.Callback):
-    """On Ctrl-C, save a resumable checkpoint before Lightning shuts down."""
+class StopAtBatchBoundary(L.Callback):
+    """Ctrl-C (SIGINT) asks training to stop where every piece of state agrees: before the next batch starts.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    A KeyboardInterrupt raised wherever Python happens to be can land inside an optimiser step, between the
+    weights and the batch counter, and a checkpoint taken then resumes to a different run. So the first
+    Ctrl-C only sets a flag; before the next batch touches anything, this saves `checkpoint_path` and raises
+    TrainingInterruptedError. A second Ctrl-C interrupts at once (resume then starts from the last
+    end-of-epoch checkpoint). Lightning's OnExceptionCheckpoint is not used for this: it saves on any
+    exception (a NaN loss, a full disk: states that must not be resumed), and with it in the trainer every
+    later fit(ckpt_path=None) resumes from the newest checkpoint in its folder."""
 
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt):
-            trainer.save_checkpoint(self.path)
+    def __init__(self, checkpoint_path: Path) -> None:
+        self.checkpoint_path = checkpoint_path
+        self.requested = False
+
+    @contextlib.contextmanager
+    def listening(self) -> Iterator[None]:
+        """Route SIGINT to this callback while the block runs (main thread only), and restore it afterwards,
+        whatever Lightning did to it on the way out."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, self._request)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _request(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping before the next batch (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self.requested:
+            trainer.save_checkpoint(self.checkpoint_path)
+            raise TrainingInterruptedError(f"training interrupted in epoch {trainer.current_epoch + 1} "
+                                           f"after step {trainer.global_step}")
 
 
 class EpochHistory(L.Callback):
     """Append one row per epoch to history.csv, redraw the curves, and optionally print a one-line summary.
 
-    On resume, rows of epochs that are about to be trained again are dropped first.
-    """
+    The epoch's running totals (loss, correct predictions, images, seconds) are part of every checkpoint, so
+    an epoch resumed in its middle records the same row as if it had never stopped. On resume, rows of
+    epochs about to be trained again are dropped first."""
 
     def __init__(self, history_path: Path, curves_path: Path, *, echo: bool) -> None:
         self.history_path = history_path
         self.curves_path = curves_path
         self.echo = echo
         self.rows: list[dict[str, str]] = []
-        self._epoch_started = 0.0
+        self.totals = self._empty(epoch=0)
+        self._started = time.perf_counter()
+
+    @staticmethod
+    def _empty(epoch: int) -> dict[str, Any]:
+        return {"epoch": epoch, "loss_sum": 0.0, "correct": 0, "count": 0, "seconds": 0.0}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self.totals, "seconds": self.totals["seconds"] + time.perf_counter() - self._started}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.totals = dict(state)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.history_path.is_file():
-            with open(self.history_path, newline="") as handle:
-                self.rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) <= trainer.current_epoch]
+        self.rows = [row for row in read_history(self.history_path) if int(row["epoch"]) <= trainer.current_epoch]
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._epoch_started = time.perf_counter()
+        if self.totals["epoch"] != trainer.current_epoch:
+            self.totals = self._empty(trainer.current_epoch)
+        self._started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        count = len(batch[1])
+        # float64 sums: the same total whether an epoch ran in one go or was resumed halfway
+        self.totals["loss_sum"] += float(outputs["loss"].detach().double()) * count
+        self.totals["correct"] += int(outputs["correct"])
+        self.totals["count"] += count
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        metrics = trainer.callback_metrics
-        values = {name: float(metrics[name]) for name in HISTORY_COLUMNS[1:5] if name in metrics}
+        totals, metrics = self.state_dict(), trainer.callback_metrics
         row = {
             "epoch": str(trainer.current_epoch + 1),
-            **{name: f"{value:.6f}" for name, value in values.items()},
+            "train_loss": f"{totals['loss_sum'] / totals['count']:.6f}",
+            "train_acc": f"{totals['correct'] / totals['count']:.6f}",
+            **{name: f"{float(metrics[name]):.6f}" for name in ("val_loss", "val_acc") if name in metrics},
             "lr": f"{trainer.optimizers[0].param_groups[0]['lr']:.6g}",
-            "seconds": f"{time.perf_counter() - self._epoch_started:.2f}",
+            "seconds": f"{totals['seconds']:.2f}",
         }
         self.rows.append(row)
-        self._write()
-        from seqvision.evaluation.plots import plot_training_curves
-
-        plot_training_curves(self.rows, self.curves_path)
+        write_history(self.history_path, self.rows)
+        plot_history(self.rows, self.curves_path)
         if self.echo:
             print(format_epoch_line(row, trainer.max_epochs), file=sys.stderr, flush=True)
 
-    def _write(self) -> None:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, restval="")
-        writer.writeheader()
-        writer.writerows(self.rows)
-        write_text_atomic(self.history_path, buffer.getvalue())
-
-
-def format_epoch_line(row: dict[str, str], max_epochs: int) -> str:
-    def pct(name: str) -> str:
-        return f"{100 * float(row[name]):.2f}%" if row.get(name) else "-"
-
-    return (f"epoch {row['epoch']}/{max_epochs}  train loss {float(row['train_loss']):.4f} acc {pct('train_acc')}"
-            f"  val loss {float(row.get('val_loss') or 'nan'):.4f} acc {pct('val_acc')}"
-            f"  lr {row['lr']}  {row['seconds']}s")

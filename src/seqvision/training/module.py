@@ -8,30 +8,28 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy
 
 from seqvision.config import TrainConfig
 from seqvision.errors import TrainingDivergedError
-from seqvision.training.optim import build_optimizer, build_scheduler
+from seqvision.runs.checkpoint import SECTION, capture_random_state, restore_random_state
+from seqvision.training.optim import build_optimizer, build_plateau_scheduler, step_schedule
 
 
 class ClassifierModule(L.LightningModule):
     """Cross-entropy training of any registered model on batches of (images, labels)."""
 
-    def __init__(self, model: nn.Module, config: TrainConfig, run_info: dict[str, Any]) -> None:
+    def __init__(self, model: nn.Module, config: TrainConfig, description: dict[str, Any]) -> None:
         super().__init__()
         self.model = model
         self.config = config
-        # Saved into every checkpoint so a checkpoint file alone says how to rebuild its model.
-        self.run_info = run_info
-        # Metric objects accumulate correct/total over the epoch, so the logged accuracy is exact.
-        self.train_acc = MulticlassAccuracy(run_info["num_classes"], average="micro")
-        self.val_acc = MulticlassAccuracy(run_info["num_classes"], average="micro")
+        # The checkpoint's "seqvision" section (seqvision.runs.checkpoint): one .ckpt file rebuilds its model.
+        self.description = description
+        self.schedule = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         images, labels = batch
         logits = self.model(images)
         loss = F.cross_entropy(logits, labels)
@@ -41,30 +39,43 @@ class ClassifierModule(L.LightningModule):
                 f"the training loss became {loss.item()} at epoch {self.current_epoch + 1}, batch {batch_idx + 1}. "
                 "Lower --lr, set --clip-grad (e.g. 1.0), or use --scheduler onecycle to warm up."
             )
-        self.train_acc(logits, labels)
-        self.log_dict({"train_loss": loss, "train_acc": self.train_acc}, on_step=False, on_epoch=True, prog_bar=True)
-        return loss
+        self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        return {"loss": loss, "correct": (logits.argmax(dim=1) == labels).sum()}
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, labels = batch
         logits = self.model(images)
-        self.val_acc(logits, labels)
-        self.log_dict({"val_loss": F.cross_entropy(logits, labels), "val_acc": self.val_acc},
-                      on_step=False, on_epoch=True, prog_bar=True)
+        accuracy = (logits.argmax(dim=1) == labels).float().mean()
+        self.log_dict({"val_loss": F.cross_entropy(logits, labels), "val_acc": accuracy},
+                      on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+
+    def configure_optimizers(self) -> Any:
+        optimizer = build_optimizer(self.config, self.model.parameters())
+        self.schedule = step_schedule(self.config, int(self.trainer.estimated_stepping_batches))
+        plateau = build_plateau_scheduler(self.config, optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": plateau} if plateau else optimizer
+
+    def on_train_start(self) -> None:
+        self._apply_schedule()
 
     def on_train_epoch_start(self) -> None:
         self.trainer.train_dataloader.set_epoch(self.current_epoch)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        # Counted after the optimiser step, so a Ctrl-C checkpoint never skips a batch it did not learn from.
+        # Counted after the optimiser step, so a checkpoint never skips a batch it did not learn from.
         self.trainer.train_dataloader.batches_done = batch_idx + 1
+        self._apply_schedule()
 
-    def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.config, self.model.parameters())
-        scheduler = build_scheduler(self.config, optimizer, int(self.trainer.estimated_stepping_batches))
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+    def _apply_schedule(self) -> None:
+        """Set the rate of the step about to be taken from the global step alone (see seqvision.training.optim)."""
+        if self.schedule is not None:
+            self.schedule.apply(self.trainer.optimizers[0], self.trainer.global_step)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["seqvision"] = {**self.run_info, "config": self.config.to_dict()}
+        checkpoint[SECTION] = {**self.description, "random_state": capture_random_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Restored as the last thing before training continues, so the next dropout mask is the one it would
+        # have drawn had the run never stopped.
+        if "random_state" in checkpoint[SECTION]:
+            restore_random_state(checkpoint[SECTION]["random_state"])

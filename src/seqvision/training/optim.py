@@ -1,13 +1,29 @@
-"""Optimisers and learning-rate schedules, chosen by name in the config."""
+"""Optimisers and learning-rate schedules, chosen by name in the config.
+
+cosine and onecycle are pure functions of the global step and the planned total of steps, applied before
+every step, so a resumed run gets its rates from the step it reached and not from a counter restored
+beside it. Extending a finished run (train --resume RUN --epochs N) plans them over the new total: the
+remaining steps get the rates a run planned for N epochs from the start would have at those steps (for
+cosine the rate rises again from 0 to that value). plateau keeps its state (best loss, patience, current
+rate) across a resume and an extension; none is constant.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from seqvision.config import TrainConfig
+
+# torch.optim.lr_scheduler.OneCycleLR's defaults, which this schedule reproduces (tested against it).
+ONECYCLE_WARMUP_FRACTION = 0.3
+ONECYCLE_START_DIVISOR = 25.0
+ONECYCLE_END_DIVISOR = 1e4
+ONECYCLE_MOMENTUM = (0.85, 0.95)
 
 
 def build_optimizer(config: TrainConfig, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -20,15 +36,54 @@ def build_optimizer(config: TrainConfig, parameters: Iterable[torch.nn.Parameter
     return torch.optim.SGD(parameters, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
 
 
-def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int) -> dict[str, Any] | None:
-    """A Lightning `lr_scheduler` entry, or None for a constant learning rate."""
-    if config.scheduler == "plateau":
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=2)
-        return {"scheduler": scheduler, "monitor": "val_loss", "interval": "epoch"}
-    if config.scheduler == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-        return {"scheduler": scheduler, "interval": "step"}
-    if config.scheduler == "onecycle":
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps)
-        return {"scheduler": scheduler, "interval": "step"}
+def build_plateau_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+    """A Lightning `lr_scheduler` entry for plateau, the one schedule driven by validation rather than steps."""
+    if config.scheduler != "plateau":
+        return None
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=2)
+    return {"scheduler": scheduler, "monitor": "val_loss", "interval": "epoch"}
+
+
+@dataclass(frozen=True)
+class StepSchedule:
+    """The learning rate (and for onecycle the momentum) at any global step of a run of `total_steps`."""
+
+    kind: str
+    peak_lr: float
+    total_steps: int
+
+    def at(self, step: int) -> tuple[float, float | None]:
+        if self.kind == "cosine":
+            progress = min(step, self.total_steps) / self.total_steps
+            return self.peak_lr * (1 + math.cos(math.pi * progress)) / 2, None
+        start = self.peak_lr / ONECYCLE_START_DIVISOR
+        end = start / ONECYCLE_END_DIVISOR
+        low, high = ONECYCLE_MOMENTUM
+        warmup_end = ONECYCLE_WARMUP_FRACTION * self.total_steps - 1
+        step = min(step, self.total_steps - 1)
+        if step <= warmup_end:
+            progress = step / warmup_end
+            return _cosine_between(start, self.peak_lr, progress), _cosine_between(high, low, progress)
+        progress = (step - warmup_end) / (self.total_steps - 1 - warmup_end)
+        return _cosine_between(self.peak_lr, end, progress), _cosine_between(low, high, progress)
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> None:
+        lr, momentum = self.at(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+            if momentum is None:
+                continue
+            if "betas" in group:
+                group["betas"] = (momentum, *group["betas"][1:])
+            elif "momentum" in group:
+                group["momentum"] = momentum
+
+
+def step_schedule(config: TrainConfig, total_steps: int) -> StepSchedule | None:
+    if config.scheduler in ("cosine", "onecycle"):
+        return StepSchedule(config.scheduler, config.lr, total_steps)
     return None
+
+
+def _cosine_between(start: float, end: float, progress: float) -> float:
+    return end + (start - end) / 2 * (math.cos(math.pi * progress) + 1)

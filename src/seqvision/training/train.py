@@ -1,4 +1,8 @@
-"""`seqvision.train`: dataset -> batches -> model -> Lightning fit -> run folder with test metrics."""
+"""`train_model`: dataset -> batches -> model -> Lightning fit -> a run folder with its checkpoints and history.
+
+Testing the trained model is not done here: `seqvision.train` (seqvision.experiments.train_test) asks
+for it, from the batches this returns, so a run loads its data and predicts its test set once.
+"""
 
 from __future__ import annotations
 
@@ -17,38 +21,37 @@ import lightning as L
 import torch
 
 from seqvision import __version__
-from seqvision.atomic import write_json_atomic, write_text_atomic
+from seqvision.atomic import write_text_atomic
 from seqvision.config import TrainConfig
 from seqvision.data import get_dataset, load_dataset
-from seqvision.errors import ConfigError, TrainingDivergedError, TrainingInterruptedError
-from seqvision.evaluation.evaluate import evaluate_model, load_checkpoint_model
-from seqvision.evaluation.summary import model_summary
+from seqvision.data.batches import RunBatches, split_batches
+from seqvision.errors import ConfigError, DiskFullError, TrainingDivergedError, TrainingInterruptedError
 from seqvision.models import build_model, resolve_model_options
-from seqvision.training.batching import split_batches
-from seqvision.training.callbacks import AtomicCheckpointIO, EpochHistory, InterruptCheckpoint
+from seqvision.models.summary import model_summary
+from seqvision.runs.checkpoint import describe, read_checkpoint
+from seqvision.runs.folder import RunFolder
+from seqvision.training.callbacks import AtomicCheckpointIO, EpochHistory, StopAtBatchBoundary
+from seqvision.training.datamodule import InMemoryDataModule
 from seqvision.training.module import ClassifierModule
-from seqvision.training.run_folder import RunFolder
 
 RESUME_OVERRIDES = frozenset({"epochs", "data_dir", "accelerator"})
 
 
 @dataclass
-class TrainResult:
-    run_dir: Path
-    test_metrics: dict[str, Any]
+class TrainedRun:
+    """A run folder whose training ended, with the batches it used and the device it ran on."""
+
+    run: RunFolder
+    config: TrainConfig
+    batches: RunBatches
+    device: torch.device
     epochs_trained: int
 
 
-def train(config: TrainConfig | None = None, *, out: str | os.PathLike[str] | None = None,
-          resume: str | os.PathLike[str] | None = None, progress: bool = True,
-          callbacks: Sequence[L.Callback] = (), report: bool = True, **overrides: Any) -> TrainResult:
-    """Train a model and write a run folder; returns where it went and its test metrics.
-
-    With `report`, the run folder also gets the full evaluation report (report.html, metrics.json, plots/).
-    `overrides` are TrainConfig fields (`train(model="lstm", dataset="digits", epochs=5)`). With `resume`,
-    the run folder's saved config is used and only epochs, data_dir and accelerator may change.
-    Raises a SeqvisionError subclass, before any training, for every input it can check.
-    """
+def train_model(config: TrainConfig | None = None, *, out: str | os.PathLike[str] | None = None,
+                resume: str | os.PathLike[str] | None = None, progress: bool = True,
+                callbacks: Sequence[L.Callback] = (), **overrides: Any) -> TrainedRun:
+    """Train a model into a new run folder, or continue the one at `resume`; see seqvision.train."""
     if resume is not None:
         run = RunFolder.open(resume)
         refused = sorted(set(overrides) - RESUME_OVERRIDES) + (["config"] if config is not None else [])
@@ -56,59 +59,71 @@ def train(config: TrainConfig | None = None, *, out: str | os.PathLike[str] | No
             raise ConfigError(f"--resume continues a run with its saved configuration; {refused} cannot change. "
                               f"Only {sorted(RESUME_OVERRIDES)} can.")
         config = dataclasses.replace(run.load_config(), **overrides).validate()
-        checkpoint = run.resume_checkpoint()
-        trained = run.read_info().get("epochs_trained", 0)
-        if trained >= config.epochs:
-            raise ConfigError(f"{run.path} has already trained {trained} of its {config.epochs} epochs; "
-                              f"pass --epochs N with N > {trained} to train it further.")
     else:
         config = resolve_model_options(dataclasses.replace(config or TrainConfig(), **overrides).validate())
-        run_path = Path(out) if out is not None else RunFolder.default_path(config)
-        RunFolder.check_can_create(run_path)
-        checkpoint = None
+        run = RunFolder(Path(out) if out is not None else RunFolder.default_path(config))
+        RunFolder.check_can_create(run.path)
     spec = get_dataset(config.dataset)
     accelerator = _resolve_accelerator(config.accelerator)
-
     splits = load_dataset(spec.name, config.data_dir)
     batches = split_batches(config, splits)
-    L.seed_everything(config.seed, verbose=False)
-    model = build_model(config, splits.image_shape, splits.num_classes)
-    run_info = {"seqvision_version": __version__, "image_shape": list(splits.image_shape),
-                "num_classes": splits.num_classes, "dataset_source": splits.source,
-                "normalisation": dataclasses.asdict(batches.normalisation)}
-    if resume is None:
-        run = RunFolder.create(run_path, {**run_info, "status": "running"})
-        config.save(run.config_path)
-        write_text_atomic(run.summary_path, model_summary(model, splits.image_shape))
-    else:
-        config.save(run.config_path)
-        run.update_info(status="running")
+    classes = tuple(str(index) for index in range(splits.num_classes))
+    description = describe(config, splits.image_shape, classes, batches.normalisation)
 
-    module = ClassifierModule(model, config, run_info)
+    if resume is None:
+        run = RunFolder.create(run.path, {"seqvision_version": __version__, "status": "running",
+                                          "image_shape": list(splits.image_shape), "num_classes": len(classes),
+                                          "classes": list(classes), "dataset_source": splits.source,
+                                          "normalisation": description["normalisation"]})
+    with run.lock():
+        checkpoint = None
+        if resume is not None:
+            checkpoint = run.resume_checkpoint()
+            read_checkpoint(checkpoint)  # a damaged or foreign file is refused here, in seqvision's words
+            trained = run.read_info().get("epochs_trained", 0)
+            if trained >= config.epochs:
+                raise ConfigError(f"{run.path} has already trained {trained} of its {config.epochs} epochs; "
+                                  f"pass --epochs N with N > {trained} to train it further.")
+        L.seed_everything(config.seed, verbose=False)
+        model = build_model(config, splits.image_shape, len(classes))
+        config.save(run.config_path)
+        if resume is None:
+            write_text_atomic(run.summary_path, model_summary(model, splits.image_shape))
+        run.update_info(status="running")
+        trainer = _fit(ClassifierModule(model, config, description), InMemoryDataModule(batches), checkpoint,
+                       config, accelerator, run, progress, callbacks)
+        run.checkpoint("interrupted").unlink(missing_ok=True)
+        run.update_info(status="finished", epochs_trained=trainer.current_epoch)
+    return TrainedRun(run, config, batches, trainer.strategy.root_device, trainer.current_epoch)
+
+
+def _fit(module: ClassifierModule, data: InMemoryDataModule, checkpoint: Path | None, config: TrainConfig,
+         accelerator: str, run: RunFolder, progress: bool, extra_callbacks: Sequence[L.Callback]) -> L.Trainer:
+    """Lightning's fit, with each way it can stop turned into the run's status and a message saying what next."""
+    stopper = StopAtBatchBoundary(run.checkpoint("interrupted"))
     try:
-        with _quiet_lightning():
-            trainer = _build_trainer(config, accelerator, run, progress, callbacks)
-            trainer.fit(module, batches.train, batches.val, ckpt_path=checkpoint)
-    except SystemExit as stop:  # Lightning turns Ctrl-C into sys.exit(1) after our on_exception hook ran
+        with _quiet_lightning(), stopper.listening():
+            trainer = _build_trainer(config, accelerator, run, progress, [stopper, *extra_callbacks])
+            trainer.fit(module, datamodule=data, ckpt_path=checkpoint, weights_only=True)
+    except TrainingInterruptedError:
         run.update_info(status="interrupted")
         raise TrainingInterruptedError(f"training interrupted; a resumable checkpoint is in {run.checkpoints_dir}. "
-                                       f"Continue with: seqvision train --resume {run.path}") from stop
+                                       f"Continue with: seqvision train --resume {run.path}") from None
+    except SystemExit as stop:  # a second Ctrl-C: Lightning turns the KeyboardInterrupt into sys.exit(1)
+        run.update_info(status="interrupted")
+        raise TrainingInterruptedError(f"training stopped at once; the last end-of-epoch checkpoint is in "
+                                       f"{run.checkpoints_dir}. Continue with: seqvision train --resume {run.path}"
+                                       ) from stop
     except TrainingDivergedError as error:
         run.update_info(status="diverged")
         kept = [p.name for p in sorted(run.checkpoints_dir.glob("*.ckpt"))]
         raise TrainingDivergedError(f"{error} Checkpoints from before it are kept in {run.checkpoints_dir}: "
                                     f"{', '.join(kept) or 'none (it diverged in the first epoch)'}.") from None
-
-    best, where = load_checkpoint_model(run, "best")
-    metrics = {**where, **evaluate_model(best, batches.test, _eval_device(trainer))}
-    write_json_atomic(run.test_metrics_path, metrics)
-    run.checkpoint("interrupted").unlink(missing_ok=True)
-    run.update_info(status="finished", epochs_trained=trainer.current_epoch)
-    if report:
-        from seqvision.evaluation.report import write_report
-
-        write_report(run.path, data_dir=config.data_dir)
-    return TrainResult(run.path, metrics, trainer.current_epoch)
+    except DiskFullError:
+        with contextlib.suppress(OSError):  # run.json may not fit on the full disk either
+            run.update_info(status="disk full")
+        raise
+    return trainer
 
 
 def _resolve_accelerator(requested: str) -> str:
@@ -127,7 +142,6 @@ def _build_trainer(config: TrainConfig, accelerator: str, run: RunFolder, progre
         ModelCheckpoint(dirpath=run.checkpoints_dir, filename="best", monitor="val_loss", mode="min",
                         save_last=True, enable_version_counter=False),
         EpochHistory(run.history_path, run.curves_path, echo=progress and not interactive),
-        InterruptCheckpoint(run.checkpoint("interrupted")),
     ]
     if config.early_stop:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=config.early_stop))
@@ -138,18 +152,16 @@ def _build_trainer(config: TrainConfig, accelerator: str, run: RunFolder, progre
         # cuDNN's LSTM has no deterministic mode; on the CPU every kernel is deterministic.
         deterministic=True if accelerator == "cpu" else "warn",
         gradient_clip_val=config.clip_grad or None,
-        callbacks=[*callbacks, *extra_callbacks],
+        callbacks=[*extra_callbacks, *callbacks],
         plugins=[AtomicCheckpointIO()],
+        # history.csv is written by EpochHistory: Lightning's CSVLogger puts train and validation metrics on
+        # separate rows and cannot carry a half-finished epoch's totals across a resume.
         logger=False,
         default_root_dir=run.path,
         enable_progress_bar=interactive,
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
-
-
-def _eval_device(trainer: L.Trainer) -> torch.device:
-    return trainer.strategy.root_device
 
 
 @contextlib.contextmanager
@@ -167,4 +179,3 @@ def _quiet_lightning() -> Iterator[None]:
             yield
     finally:
         logger.setLevel(level)
-

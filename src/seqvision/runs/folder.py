@@ -9,20 +9,24 @@
       test_metrics.json   test loss and accuracy of the best checkpoint
       checkpoints/        best.ckpt, last.ckpt, and interrupted.ckpt after Ctrl-C
       report.html, ...    the evaluation report (seqvision.evaluation.report lists its files)
+      .lock               held by the process training in the folder, so that a second one is refused
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from seqvision.atomic import write_json_atomic
 from seqvision.config import TrainConfig
-from seqvision.errors import ConfigError, RunFolderError
+from seqvision.errors import ConfigError, RunFolderError, RunLockedError
 
 RUN_FORMAT = 1
 CHECKPOINT_NAMES = ("best", "last", "interrupted")
@@ -39,6 +43,7 @@ class RunFolder:
     summary_path = property(lambda self: self.path / "summary.txt")
     test_metrics_path = property(lambda self: self.path / "test_metrics.json")
     checkpoints_dir = property(lambda self: self.path / "checkpoints")
+    lock_path = property(lambda self: self.path / ".lock")
 
     def checkpoint(self, name: str) -> Path:
         if name not in CHECKPOINT_NAMES:
@@ -133,3 +138,28 @@ class RunFolder:
                 "start a new run instead."
             )
         return max(candidates, key=lambda p: p.stat().st_mtime_ns)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the folder for one training process; refuse if another live process holds it.
+
+        flock locks belong to the open file, so the kernel drops them when their process dies, however it
+        dies: a .lock file left by a killed process is stale by construction and is simply taken over."""
+        handle = open(self.lock_path, "a+")
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                raise RunLockedError(
+                    f"{self.path} is being trained by another process (pid {holder}); wait for it to finish or "
+                    f"stop it (kill {holder}) before training in this folder."
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            yield
+        finally:
+            handle.close()

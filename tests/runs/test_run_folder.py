@@ -7,7 +7,7 @@ import pytest
 
 import seqvision
 from seqvision.errors import RunFolderError
-from seqvision.training.run_folder import RunFolder
+from seqvision.runs.folder import RunFolder
 
 
 @pytest.fixture(scope="module")

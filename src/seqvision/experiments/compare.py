@@ -6,9 +6,7 @@ folders that already exist. Writes OUT/comparison.md, OUT/comparison.csv and OUT
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import os
 import statistics
@@ -24,7 +22,11 @@ from seqvision.atomic import write_text_atomic
 from seqvision.config import TrainConfig
 from seqvision.errors import ConfigError
 from seqvision.evaluation.plots import plot_accuracy_against_time
-from seqvision.training.run_folder import RunFolder
+from seqvision.experiments.train_test import train
+from seqvision.runs.checkpoint import load_run_model
+from seqvision.runs.folder import RunFolder
+from seqvision.runs.history import read_history
+from seqvision.tables import csv_text, markdown_table
 
 SPEED_IMAGES = 2000
 
@@ -59,8 +61,6 @@ def compare(models: Sequence[str] = (), *, run_dirs: Sequence[str | os.PathLike[
             out: str | os.PathLike[str], config: TrainConfig | None = None, progress: bool = False,
             **overrides: Any) -> Comparison:
     """Train `models` with `seeds` seeds each (config and overrides apply to all), or summarise `run_dirs`."""
-    from seqvision.training.train import train
-
     if bool(models) == bool(run_dirs):
         raise ConfigError("compare needs either model names to train or existing run folders (--runs), not both.")
     if seeds < 1:
@@ -88,37 +88,35 @@ def compare(models: Sequence[str] = (), *, run_dirs: Sequence[str | os.PathLike[
 
 
 def summarise_run(run_dir: str | os.PathLike[str]) -> RunSummary:
-    from seqvision.evaluation.evaluate import load_checkpoint_model, load_test_split
-
     run = RunFolder.open(run_dir)
     if not run.test_metrics_path.is_file():
         raise ConfigError(f"{run.path} has no test_metrics.json: it has not finished training; finish it with "
                           f"`seqvision train --resume {run.path}` or leave it out.")
     metrics = json.loads(run.test_metrics_path.read_text())
     config = run.load_config()
-    model, _ = load_checkpoint_model(run, metrics.get("checkpoint", "best"))
-    with open(run.history_path, newline="") as handle:
-        history = list(csv.DictReader(handle))
+    model, _ = load_run_model(run, metrics.get("checkpoint", "best"))
+    history = read_history(run.history_path)
     elapsed, curve = 0.0, []
     for row in history:
         elapsed += float(row["seconds"])
         curve.append((elapsed, float(row["val_acc"])))
-    split = load_test_split(run)
     return RunSummary(
         path=run.path, model=config.model, seed=config.seed,
         parameters=sum(p.numel() for p in model.parameters()),
         test_accuracy=metrics["test_accuracy"], epochs=len(history),
         seconds_per_epoch=elapsed / max(len(history), 1),
-        images_per_second=inference_speed(model, split.batches),
+        images_per_second=inference_speed(model, tuple(run.read_info()["image_shape"])),
         curve=curve,
     )
 
 
 @torch.inference_mode()
-def inference_speed(model: torch.nn.Module, batches: Any) -> float:
-    """Test images classified per second on the CPU, in batches of 1000, best of three timed passes."""
+def inference_speed(model: torch.nn.Module, image_shape: tuple[int, int]) -> float:
+    """Images classified per second on the CPU, in batches of 1000, best of three timed passes.
+
+    The images are random: the models do the same work whatever the pixels, so no dataset is loaded."""
     model.eval()
-    images = torch.cat([images for images, _ in batches])[:SPEED_IMAGES]
+    images = torch.randn(SPEED_IMAGES, *image_shape, generator=torch.Generator().manual_seed(0))
     chunks = images.split(1000)
     model(chunks[0])  # warm-up: first calls allocate
     best = float("inf")
@@ -152,20 +150,14 @@ def summary_rows(runs: Sequence[RunSummary]) -> list[dict[str, Any]]:
 
 
 def comparison_markdown(runs: Sequence[RunSummary]) -> str:
-    lines = ["| model | runs | parameters | test accuracy (mean +/- std) | epochs | s / epoch | images / s |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    for row in summary_rows(runs):
-        lines.append(f"| {row['model']} | {row['runs']} | {row['parameters']:,} | "
-                     f"{100 * row['test_accuracy_mean']:.2f}% +/- {100 * row['test_accuracy_std']:.2f} | "
-                     f"{row['epochs']:g} | {row['seconds_per_epoch']:.1f} | {row['images_per_second']:,.0f} |")
-    lines += ["", "Runs: " + ", ".join(f"`{run.path}` ({100 * run.test_accuracy:.2f}%)" for run in runs), ""]
-    return "\n".join(lines)
+    table = markdown_table(
+        ["model", "runs", "parameters", "test accuracy (mean +/- std)", "epochs", "s / epoch", "images / s"],
+        ([row["model"], row["runs"], f"{row['parameters']:,}",
+          f"{100 * row['test_accuracy_mean']:.2f}% +/- {100 * row['test_accuracy_std']:.2f}", f"{row['epochs']:g}",
+          f"{row['seconds_per_epoch']:.1f}", f"{row['images_per_second']:,.0f}"] for row in summary_rows(runs)))
+    return table + "\nRuns: " + ", ".join(f"`{run.path}` ({100 * run.test_accuracy:.2f}%)" for run in runs) + "\n"
 
 
 def comparison_csv(runs: Sequence[RunSummary]) -> str:
     rows = summary_rows(runs)
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
+    return csv_text(list(rows[0]), (row.values() for row in rows))

@@ -16,7 +16,9 @@ from typing import Any
 
 from seqvision.atomic import write_json_atomic, write_text_atomic
 from seqvision.config import TrainConfig
+from seqvision.experiments.train_test import train
 from seqvision.models import resolve_model_options
+from seqvision.tables import csv_text, markdown_table
 
 
 @dataclass
@@ -29,8 +31,6 @@ class CrossValidation:
 
 def cross_validate(config: TrainConfig | None = None, *, folds: int = 5, out: str | os.PathLike[str],
                    progress: bool = False, **overrides: Any) -> CrossValidation:
-    from seqvision.training.train import train
-
     out = Path(out)
     base = resolve_model_options(dataclasses.replace(config or TrainConfig(), **overrides, cv_folds=folds).validate())
     results = []
@@ -45,13 +45,14 @@ def cross_validate(config: TrainConfig | None = None, *, folds: int = 5, out: st
     summary = {"model": base.model, "dataset": base.dataset, "folds": folds, "mean_accuracy": mean,
                "std_accuracy": std, "per_fold": results}
     write_json_atomic(out / "cv.json", summary)
-    write_text_atomic(out / "cv.csv", "fold,test_accuracy,test_loss,test_samples,epochs\n" + "".join(
-        f"{r['fold']},{r['test_accuracy']:.6f},{r['test_loss']:.6f},{r['test_samples']},{r['epochs']}\n"
-        for r in results))
-    lines = [f"# {folds}-fold cross-validation: {base.model} on {base.dataset}", "",
-             f"Accuracy on the held-out fold: **{100 * mean:.2f}% +/- {100 * std:.2f}** (mean +/- sample std).", "",
-             "| fold | accuracy | loss | images | epochs |", "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {r['fold']} | {100 * r['test_accuracy']:.2f}% | {r['test_loss']:.4f} | {r['test_samples']} | "
-              f"{r['epochs']} |" for r in results]
-    write_text_atomic(out / "cv.md", "\n".join(lines) + "\n")
+    columns = ["fold", "test_accuracy", "test_loss", "test_samples", "epochs"]
+    write_text_atomic(out / "cv.csv", csv_text(columns, ([r["fold"], f"{r['test_accuracy']:.6f}",
+                                                          f"{r['test_loss']:.6f}", r["test_samples"], r["epochs"]]
+                                                         for r in results)))
+    table = markdown_table(["fold", "accuracy", "loss", "images", "epochs"],
+                           ([r["fold"], f"{100 * r['test_accuracy']:.2f}%", f"{r['test_loss']:.4f}", r["test_samples"],
+                             r["epochs"]] for r in results))
+    write_text_atomic(out / "cv.md", f"# {folds}-fold cross-validation: {base.model} on {base.dataset}\n\n"
+                      f"Accuracy on the held-out fold: **{100 * mean:.2f}% +/- {100 * std:.2f}** "
+                      f"(mean +/- sample std).\n\n{table}")
     return CrossValidation(results, mean, std, out / "cv.md")

@@ -8,8 +8,8 @@ import pytest
 
 from seqvision.cli import main
 from seqvision.errors import ConfigError
-from seqvision.evaluation.compare import compare
-from seqvision.evaluation.cv import cross_validate
+from seqvision.experiments.compare import compare
+from seqvision.experiments.cv import cross_validate
 
 TINY = {"dataset": "digits", "epochs": 2, "hidden": 16, "lr": 0.01}
 

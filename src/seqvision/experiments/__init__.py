@@ -1,0 +1,1 @@
+"""Experiments drive training and evaluation: train-then-test (`seqvision.train`), compare, cross-validate."""

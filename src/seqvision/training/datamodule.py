@@ -1,0 +1,26 @@
+"""The run's batches as a LightningDataModule: Lightning's own interface around seqvision's in-memory batches.
+
+The batches stay seqvision's (`seqvision.data.batches`): a whole split lives in one uint8 tensor and each
+batch is one gather, where a Dataset returning one sample per __getitem__ costs a Python call per image.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+
+from seqvision.data.batches import InMemoryBatches, RunBatches
+
+
+class InMemoryDataModule(L.LightningDataModule):
+    def __init__(self, batches: RunBatches) -> None:
+        super().__init__()
+        self.batches = batches
+
+    def train_dataloader(self) -> InMemoryBatches:
+        return self.batches.train
+
+    def val_dataloader(self) -> InMemoryBatches:
+        return self.batches.val
+
+    def test_dataloader(self) -> InMemoryBatches:
+        return self.batches.test
