@@ -1,0 +1,188 @@
+"""Checkpoint files: written whole or not at all, read without unpickling code, and enough on their own to
+rebuild their model.
+
+A checkpoint is the dictionary Lightning saves (weights under "state_dict", optimiser and loop state) plus
+a "seqvision" section that describes it:
+
+    format          CHECKPOINT_FORMAT, refused when newer than this version reads
+    model, config   the model's name and every option of the TrainConfig it was trained with
+    image_shape     (height, width) of the images it reads
+    classes         class names, index i being logit i
+    normalisation   the mean and std its inputs were standardised with
+    random_state    every random generator's state at the moment it was saved, for an exact resume
+
+Nothing here imports Lightning: evaluation, export and serving read checkpoints through this module.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import pickle
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from seqvision.atomic import write_bytes_atomic
+from seqvision.config import TrainConfig
+from seqvision.data.batches import Normalisation
+from seqvision.errors import CheckpointError, ConfigError, DiskFullError, RunFolderError
+from seqvision.runs.folder import RunFolder
+
+CHECKPOINT_FORMAT = 1
+SECTION = "seqvision"
+MODEL_PREFIX = "model."
+
+
+@dataclass(frozen=True)
+class CheckpointDescription:
+    """What a checkpoint says about itself: enough to rebuild its model and feed it images."""
+
+    config: TrainConfig
+    image_shape: tuple[int, int]
+    classes: tuple[str, ...]
+    normalisation: Normalisation
+    epoch: int
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def describe(config: TrainConfig, image_shape: tuple[int, int], classes: tuple[str, ...],
+             normalisation: Normalisation) -> dict[str, Any]:
+    """The "seqvision" section of a checkpoint, less its random state (added at the moment of saving)."""
+    from seqvision import __version__
+
+    return {"format": CHECKPOINT_FORMAT, "seqvision_version": __version__, "model": config.model,
+            "config": config.to_dict(), "image_shape": list(image_shape), "classes": list(classes),
+            "normalisation": {"mean": normalisation.mean, "std": normalisation.std}}
+
+
+def capture_random_state() -> dict[str, Any]:
+    """Every generator a training step can draw from (dropout uses torch's), in a form torch.load accepts
+    with weights_only=True: tensors, lists and numbers, no numpy objects."""
+    numpy_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_random_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def write_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Serialise in memory, then write under a temporary name and rename: a crash or a full disk leaves the
+    previous file under `path` as it was, and a full disk is reported as such."""
+    path = Path(path)
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    data = buffer.getbuffer()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        write_bytes_atomic(path, data)
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        free = shutil.disk_usage(path.parent).free
+        raise DiskFullError(
+            f"the disk is full: writing checkpoint {path} needs {_mib(len(data))} and {path.parent} has "
+            f"{_mib(free)} free. The checkpoints written before it are intact; free some space (or move the run "
+            f"folder to a larger disk) and continue with: seqvision train --resume {path.parent.parent}"
+        ) from None
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a checkpoint with torch.load(weights_only=True) and check that seqvision wrote it.
+
+    Every failure becomes one CheckpointError line that names the file and the cause. Files that hold
+    pickled code are refused, never loaded another way."""
+    path = Path(path)
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist.") from None
+    except Exception as error:  # torch raises many types for foreign or damaged files; each becomes one line
+        raise CheckpointError(f"cannot read checkpoint {path}: {_unreadable_because(error)}. Use a checkpoint "
+                              "that `seqvision train` wrote (a run's last.ckpt if this one was cut short).") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get(SECTION), dict) or "state_dict" not in saved:
+        raise CheckpointError(f"{path} is a PyTorch file but not a seqvision checkpoint (it has no seqvision "
+                              "section); use a checkpoint that `seqvision train` wrote.")
+    version = saved[SECTION].get("format", CHECKPOINT_FORMAT)
+    if not isinstance(version, int) or version > CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} was written in checkpoint format {version!r}, newer than the format "
+                              f"{CHECKPOINT_FORMAT} this version of seqvision reads; upgrade seqvision.")
+    return saved
+
+
+def description_of(saved: dict[str, Any], path: Path) -> CheckpointDescription:
+    section = saved[SECTION]
+    try:
+        config = TrainConfig.from_dict(section["config"], origin=f"the configuration inside {path}")
+        num_classes = section.get("num_classes") or len(section["classes"])
+        classes = tuple(section.get("classes") or (str(index) for index in range(num_classes)))
+        return CheckpointDescription(config, tuple(section["image_shape"]), classes,
+                                     Normalisation(**section["normalisation"]), int(saved.get("epoch", 0)) + 1)
+    except (KeyError, TypeError, ConfigError) as error:
+        raise CheckpointError(f"{path} has a damaged seqvision section ({error}); use a checkpoint that "
+                              "`seqvision train` wrote.") from None
+
+
+def rebuild_model(path: str | os.PathLike[str]) -> tuple[nn.Module, CheckpointDescription]:
+    """The model a checkpoint holds, with its weights, in eval mode, from that one file."""
+    from seqvision.models import build_model
+
+    path = Path(path)
+    saved = read_checkpoint(path)
+    description = description_of(saved, path)
+    model = build_model(description.config, description.image_shape, description.num_classes)
+    state = {key.removeprefix(MODEL_PREFIX): value for key, value in saved["state_dict"].items()
+             if key.startswith(MODEL_PREFIX)}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
+        raise CheckpointError(f"the weights in {path} do not fit its own {description.config.model} description "
+                              f"({first}); the file is damaged.") from None
+    return model.eval(), description
+
+
+def _unreadable_because(error: BaseException) -> str:
+    text = str(error)
+    if isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in text:
+        # torch's own message goes on to suggest weights_only=False, the one thing not to do with such a file.
+        return "it holds pickled Python objects that could run code, and seqvision only loads tensors and plain values"
+    if isinstance(error, EOFError) or any(word in text.lower() for word in ("central directory", "truncated",
+                                                                              "unexpected end", "unexpected pos")):
+        return "the file is truncated"
+    return "it is not a PyTorch checkpoint file"
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
+def load_run_model(run: RunFolder, checkpoint: str = "best") -> tuple[nn.Module, dict[str, Any]]:
+    """One of a run folder's checkpoints rebuilt; also returns where it came from ({"epoch", "checkpoint"})."""
+    path = run.checkpoint(checkpoint)
+    if not path.is_file():
+        raise RunFolderError(f"{run.path} has no {checkpoint} checkpoint ({path} is missing); "
+                             "train it to the end of at least one epoch, or pick --checkpoint last.")
+    model, description = rebuild_model(path)
+    return model, {"epoch": description.epoch, "checkpoint": checkpoint}
