@@ -52,3 +52,52 @@ def test_column_scan_learns(tmp_path):
     result = seqvision.train(small(scan="columns"), out=tmp_path / "run", progress=False)
     assert result.test_metrics["test_accuracy"] > 0.5
     assert RunFolder.open(result.run_dir).load_config().scan == "columns"
+
+
+@pytest.mark.parametrize("total", [11, 40, 131])
+def test_step_schedules_match_torchs_schedulers(total):
+    """The schedules are closed forms of the global step; torch's stateful schedulers are the reference."""
+    import torch
+
+    from seqvision.training.optim import StepSchedule
+
+    for kind, optimizer_name in (("cosine", "adam"), ("onecycle", "adam"), ("onecycle", "sgd")):
+        weight = torch.nn.Parameter(torch.zeros(1))
+        optimizer = (torch.optim.AdamW([weight], lr=0.01) if optimizer_name == "adam"
+                     else torch.optim.SGD([weight], lr=0.01, momentum=0.9, nesterov=True))
+        reference = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total) if kind == "cosine"
+                     else torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.01, total_steps=total))
+        schedule = StepSchedule(kind, 0.01, total)
+        steps = total + 1 if kind == "cosine" else total  # OneCycleLR refuses to step past its total
+        for step in range(steps):
+            group = optimizer.param_groups[0]
+            lr, momentum = schedule.at(step)
+            assert lr == pytest.approx(group["lr"], rel=1e-9, abs=1e-15), (kind, step)
+            if momentum is not None:
+                expected = group["betas"][0] if "betas" in group else group["momentum"]
+                assert momentum == pytest.approx(expected, rel=1e-12), (kind, step)
+            if step < steps - 1:
+                optimizer.step()
+                reference.step()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheduler", ["none", "plateau", "cosine", "onecycle"])
+def test_extending_a_finished_run_follows_the_documented_rates(tmp_path, scheduler):
+    """Extending 2 -> 4 epochs: cosine and onecycle are re-planned over the new total and continue from the
+    global step, so epochs 3 and 4 get the rates of a run planned for 4 epochs from the start; none stays
+    constant; plateau carries on from its state."""
+    config = small(scheduler=scheduler, hidden=16)
+    planned = learning_rates(seqvision.train(config, out=tmp_path / "planned", progress=False, report=False).run_dir)
+    seqvision.train(small(scheduler=scheduler, hidden=16, epochs=2), out=tmp_path / "extended", progress=False,
+                    report=False)
+    extended = learning_rates(seqvision.train(resume=tmp_path / "extended", epochs=4, progress=False,
+                                              report=False).run_dir)
+    assert len(extended) == 4
+    if scheduler == "none":
+        assert extended == [0.01] * 4
+    elif scheduler == "plateau":
+        assert extended[2:] == sorted(extended[2:], reverse=True) and 0 < extended[3] <= extended[1]
+    else:
+        assert extended[2:] == planned[2:]
+        assert extended[1] != planned[1], "the first leg was planned over 2 epochs"

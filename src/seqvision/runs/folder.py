@@ -145,8 +145,7 @@ class RunFolder:
 
         flock locks belong to the open file, so the kernel drops them when their process dies, however it
         dies: a .lock file left by a killed process is stale by construction and is simply taken over."""
-        handle = open(self.lock_path, "a+")
-        try:
+        with open(self.lock_path, "a+") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -161,5 +160,3 @@ class RunFolder:
             handle.write(f"{os.getpid()}\n")
             handle.flush()
             yield
-        finally:
-            handle.close()

@@ -51,11 +51,14 @@ class ClassifierModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(self.config, self.model.parameters())
-        self.schedule = step_schedule(self.config, int(self.trainer.estimated_stepping_batches))
         plateau = build_plateau_scheduler(self.config, optimizer)
         return {"optimizer": optimizer, "lr_scheduler": plateau} if plateau else optimizer
 
     def on_train_start(self) -> None:
+        # Planned here, not in configure_optimizers: asking for the step count there makes Lightning set up the
+        # training batches before it restores their position from a checkpoint, and a resumed epoch would
+        # start again from its first batch.
+        self.schedule = step_schedule(self.config, int(self.trainer.estimated_stepping_batches))
         self._apply_schedule()
 
     def on_train_epoch_start(self) -> None:

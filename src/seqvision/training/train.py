@@ -139,8 +139,10 @@ def _build_trainer(config: TrainConfig, accelerator: str, run: RunFolder, progre
 
     interactive = progress and sys.stderr.isatty()
     callbacks: list[L.Callback] = [
+        # Saved at the very end of each epoch, after EpochHistory has written the epoch's row: a run killed at
+        # any moment has a last.ckpt whose epochs are all in history.csv.
         ModelCheckpoint(dirpath=run.checkpoints_dir, filename="best", monitor="val_loss", mode="min",
-                        save_last=True, enable_version_counter=False),
+                        save_last=True, enable_version_counter=False, save_on_train_epoch_end=True),
         EpochHistory(run.history_path, run.curves_path, echo=progress and not interactive),
     ]
     if config.early_stop:

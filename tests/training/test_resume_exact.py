@@ -1,0 +1,99 @@
+"""A run stopped anywhere and resumed ends bit-identical to the run that never stopped, for every schedule.
+
+The reference is the uninterrupted run itself: same seed, data and config. Compared are the final weights
+(torch.equal, not allclose), every history.csv value except the seconds, and the test metrics.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import lightning as L
+import pytest
+import torch
+
+import seqvision
+from seqvision.errors import TrainingInterruptedError
+from seqvision.runs import RunFolder, read_checkpoint
+from seqvision.runs.history import read_history
+
+SCHEDULERS = ["none", "plateau", "cosine", "onecycle"]
+# Digits: 1,293 training images in batches of 128 -> 11 steps per epoch. Dropout 0.2 draws from torch's
+# generator on every step, so a resume that lost the random state would diverge.
+SETTINGS = {"model": "stacked-lstm", "dataset": "digits", "hidden": 16, "dropout": 0.2, "epochs": 4, "lr": 0.01,
+            "report": False, "progress": False}
+
+
+class SignalAtStep(L.Callback):
+    """Send this process a real SIGINT as training reaches a given global step, as a user's Ctrl-C would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def final_weights(run_dir) -> dict[str, torch.Tensor]:
+    return read_checkpoint(RunFolder(run_dir).checkpoint("last"))["state_dict"]
+
+
+def history_without_seconds(run_dir) -> list[dict[str, str]]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in read_history(RunFolder(run_dir).history_path)]
+
+
+def assert_same_run(resumed, reference, resumed_metrics, reference_metrics):
+    assert history_without_seconds(resumed) == history_without_seconds(reference)
+    weights, expected = final_weights(resumed), final_weights(reference)
+    assert weights.keys() == expected.keys()
+    for name in expected:
+        assert torch.equal(weights[name], expected[name]), f"{name} differs"
+    assert resumed_metrics == reference_metrics
+
+
+@pytest.fixture(scope="module")
+def references(tmp_path_factory):
+    """One uninterrupted run per scheduler."""
+    root = tmp_path_factory.mktemp("reference")
+    return {name: seqvision.train(scheduler=name, out=root / name, **SETTINGS) for name in SCHEDULERS}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+@pytest.mark.parametrize("step", [5, 17, 22])  # inside epoch 1, inside epoch 2, the last batch of epoch 2
+def test_ctrl_c_at_any_step_then_resume_is_exact(tmp_path, references, scheduler, step):
+    out = tmp_path / "run"
+    with pytest.raises(TrainingInterruptedError, match="--resume"):
+        seqvision.train(scheduler=scheduler, out=out, callbacks=[SignalAtStep(step)], **SETTINGS)
+    saved = read_checkpoint(RunFolder(out).checkpoint("interrupted"))
+    assert saved["global_step"] == step, "the stop happens at the batch boundary right after the signal"
+    resumed = seqvision.train(resume=out, progress=False, report=False)
+    reference = references[scheduler]
+    assert_same_run(out, reference.run_dir, resumed.test_metrics, reference.test_metrics)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_killed_process_resumes_from_its_last_checkpoint_exactly(tmp_path, references, scheduler):
+    out = tmp_path / "run"
+    flags = [f"--{key.replace('_', '-')}={value}" for key, value in SETTINGS.items()
+             if key not in ("report", "progress")]
+    command = [sys.executable, "-m", "seqvision", "train", *flags, f"--scheduler={scheduler}", "--out", str(out),
+               "--no-progress", "--no-report"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    run = RunFolder(out)
+    deadline = time.monotonic() + 120
+    while len(read_history(run.history_path)) < 2:
+        assert process.poll() is None, process.communicate()[1].decode()
+        assert time.monotonic() < deadline, "training never finished two epochs"
+        time.sleep(0.01)
+    process.kill()  # SIGKILL: no handler runs, as in a power cut or the OOM killer
+    process.wait(timeout=30)
+    if len(read_history(run.history_path)) == SETTINGS["epochs"]:
+        pytest.skip("the run finished before it could be killed")
+    resumed = seqvision.train(resume=out, progress=False, report=False)
+    reference = references[scheduler]
+    assert_same_run(out, reference.run_dir, resumed.test_metrics, reference.test_metrics)
