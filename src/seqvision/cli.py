@@ -14,7 +14,7 @@ from seqvision.config import CHOICES, DEFAULTS, GROUPS, TrainConfig, flag
 from seqvision.errors import SeqvisionError, TrainingInterruptedError
 
 TRAIN_EXAMPLES = """examples:
-  seqvision train --model lstm --dataset mnist          the row-LSTM with the defaults below (~99% on MNIST)
+  seqvision train --model lstm --dataset mnist          the row-LSTM with the defaults above (~99% on MNIST)
   seqvision train --config seed-002-cnn --epochs 3      a preset (seqvision presets), with one value changed
 
 Shell completion of commands, options and their values: eval "$(register-python-argcomplete seqvision)"

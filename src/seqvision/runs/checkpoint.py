@@ -101,11 +101,9 @@ def write_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -
         if error.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         free = shutil.disk_usage(path.parent).free
-        raise DiskFullError(
-            f"the disk is full: writing checkpoint {path} needs {_mib(len(data))} and {path.parent} has "
-            f"{_mib(free)} free. The checkpoints written before it are intact; free some space (or move the run "
-            f"folder to a larger disk) and continue with: seqvision train --resume {path.parent.parent}"
-        ) from None
+        kept = "the file already there is intact" if path.exists() else "nothing was written under that name"
+        raise DiskFullError(f"the disk is full: writing checkpoint {path} needs {_mib(len(data))} and "
+                            f"{path.parent} has {_mib(free)} free; {kept}.") from None
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -119,7 +117,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path} does not exist.") from None
     except Exception as error:  # torch raises many types for foreign or damaged files; each becomes one line
-        raise CheckpointError(f"cannot read checkpoint {path}: {_unreadable_because(error)}. Use a checkpoint "
+        raise CheckpointError(f"cannot read checkpoint {path}: {_unreadable_because(error, path)}. Use a checkpoint "
                               "that `seqvision train` wrote (a run's last.ckpt if this one was cut short).") from None
     if not isinstance(saved, dict) or not isinstance(saved.get(SECTION), dict) or "state_dict" not in saved:
         raise CheckpointError(f"{path} is a PyTorch file but not a seqvision checkpoint (it has no seqvision "
@@ -163,14 +161,15 @@ def rebuild_model(path: str | os.PathLike[str]) -> tuple[nn.Module, CheckpointDe
     return model.eval(), description
 
 
-def _unreadable_because(error: BaseException) -> str:
+def _unreadable_because(error: BaseException, path: Path) -> str:
     text = str(error)
-    if isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in text:
+    if isinstance(error, pickle.UnpicklingError) and ("Unsupported global" in text or "GLOBAL " in text):
         # torch's own message goes on to suggest weights_only=False, the one thing not to do with such a file.
         return "it holds pickled Python objects that could run code, and seqvision only loads tensors and plain values"
-    if isinstance(error, EOFError) or any(word in text.lower() for word in ("central directory", "truncated",
-                                                                              "unexpected end", "unexpected pos")):
-        return "the file is truncated"
+    with open(path, "rb") as handle:
+        zip_archive = handle.read(4) == b"PK\x03\x04"  # how every torch.save file begins
+    if zip_archive or isinstance(error, EOFError):
+        return "the file is truncated or damaged"
     return "it is not a PyTorch checkpoint file"
 
 

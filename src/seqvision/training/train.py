@@ -119,10 +119,14 @@ def _fit(module: ClassifierModule, data: InMemoryDataModule, checkpoint: Path | 
         kept = [p.name for p in sorted(run.checkpoints_dir.glob("*.ckpt"))]
         raise TrainingDivergedError(f"{error} Checkpoints from before it are kept in {run.checkpoints_dir}: "
                                     f"{', '.join(kept) or 'none (it diverged in the first epoch)'}.") from None
-    except DiskFullError:
+    except DiskFullError as error:
         with contextlib.suppress(OSError):  # run.json may not fit on the full disk either
             run.update_info(status="disk full")
-        raise
+        if any(run.checkpoint(name).is_file() for name in ("last", "interrupted")):
+            advice = f"Free some space, then continue with: seqvision train --resume {run.path}"
+        else:
+            advice = f"No epoch had been saved yet: free some space, delete {run.path} and train again."
+        raise DiskFullError(f"{error} {advice}") from None
     return trainer
 
 
