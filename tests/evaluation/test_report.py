@@ -167,3 +167,20 @@ def test_image_index_out_of_range(broken_copy):
 
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--no-first-run"]
+
+
+def test_a_failure_while_writing_leaves_the_whole_old_report(broken_copy, monkeypatch):
+    """Every file of the new report is staged beside the old one first; a failure before the swap (here the HTML
+    page, the last file written) leaves every old file as it was, and no staging folder behind."""
+    import seqvision.evaluation.report as report_module
+
+    copy, files = broken_copy
+
+    def page_that_fails(*args, **kwargs):
+        raise OSError("simulated failure while writing the page")
+
+    monkeypatch.setattr(report_module, "render_html", page_that_fails)
+    with pytest.raises(OSError, match="simulated failure"):
+        write_report(copy, checkpoint="last", image_index=5)  # a report that differs from the old one
+    assert unchanged(files)
+    assert not list(copy.glob(".report-*"))

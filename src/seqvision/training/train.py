@@ -161,7 +161,8 @@ def _build_trainer(config: TrainConfig, accelerator: str, run: RunFolder, progre
         callbacks=[*extra_callbacks, *callbacks],
         plugins=[AtomicCheckpointIO()],
         # history.csv is written by EpochHistory: Lightning's CSVLogger puts train and validation metrics on
-        # separate rows and cannot carry a half-finished epoch's totals across a resume.
+        # separate rows and cannot carry a half-finished epoch's totals across a resume, and LearningRateMonitor
+        # only reports to a logger (the rate is a column of history.csv).
         logger=False,
         default_root_dir=run.path,
         enable_progress_bar=interactive,
