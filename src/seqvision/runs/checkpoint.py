@@ -22,6 +22,7 @@ import os
 import pickle
 import random
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,10 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     pickled code are refused, never loaded another way."""
     path = Path(path)
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about foreign pickle protocols before failing on them; the refusal below says it all.
+            warnings.simplefilter("ignore", UserWarning)
+            saved = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path} does not exist.") from None
     except Exception as error:  # torch raises many types for foreign or damaged files; each becomes one line
