@@ -19,6 +19,7 @@ TRAIN_EXAMPLES = """examples:
 
 Shell completion of commands, options and their values: eval "$(register-python-argcomplete seqvision)"
 """
+PROGRESS_FROM = 200  # pictures: a progress bar for folders larger than this
 DATA_DIR_HELP = next(f.metadata["help"] for f in dataclasses.fields(TrainConfig) if f.name == "data_dir")
 
 
@@ -73,6 +74,38 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--folds", type=int, default=5, help="number of folds [5]")
     cv.add_argument("--out", type=Path, default=Path("runs/cv"), help="output folder [runs/cv]")
     _add_shared_train_options(cv, skip=frozenset())
+
+    predict = commands.add_parser("predict", help="classify your own pictures with a trained model",
+                                  description="Classify PNG, JPEG, BMP, GIF, TIFF or WebP pictures (folders are "
+                                              "searched recursively; - reads one picture from standard input). "
+                                              "Each picture is made MNIST-like first: greyscale, light ink on "
+                                              "dark, cropped to the ink, fitted and centred.")
+    predict.add_argument("source", metavar="RUN_OR_BUNDLE", help="a run folder or a bundle (seqvision export)")
+    predict.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    predict.add_argument("--top-k", type=int, default=3, metavar="K", help="classes shown per picture [3]")
+    predict.add_argument("--format", default="table", choices=("table", "json", "csv"), help="output [table]")
+    predict.add_argument("--engine", default="torch", choices=("torch", "onnx"), help="inference engine [torch]")
+    predict.add_argument("--no-preprocess", action="store_true",
+                         help="feed pictures already in the dataset's format (size, polarity) as they are")
+
+    export = commands.add_parser("export", help="export a run as a portable bundle, ONNX or TorchScript",
+                                 description="bundle: a folder with the weights in safetensors and a JSON "
+                                             "description (seqvision predict/serve read it); onnx and torchscript: "
+                                             "one file with a dynamic batch axis, checked against PyTorch.")
+    export.add_argument("run_dir", type=Path, metavar="RUN_OR_BUNDLE")
+    export.add_argument("--format", default="bundle", choices=("bundle", "onnx", "torchscript"), help="[bundle]")
+    export.add_argument("--out", type=Path, metavar="PATH",
+                        help="where to write [RUN_DIR/export/bundle, model.onnx or model.pt]")
+    export.add_argument("--data-dir", type=Path, metavar="DIR", help=DATA_DIR_HELP)
+
+    serve = commands.add_parser("serve", help="serve a model over HTTP, with a drawing page at /",
+                                description="FastAPI under uvicorn: POST /predict, POST /predict/batch, GET /health, "
+                                            "GET /model, OpenAPI docs at /docs, and a page to draw digits on at /.")
+    serve.add_argument("source", metavar="RUN_OR_BUNDLE")
+    serve.add_argument("--host", default="127.0.0.1", help="[127.0.0.1]")
+    serve.add_argument("--port", type=int, default=8000, help="[8000]")
+    serve.add_argument("--engine", default="torch", choices=("torch", "onnx"), help="inference engine [torch]")
+    serve.add_argument("--max-upload-mb", type=float, default=4.0, metavar="MB", help="largest request body [4]")
 
     commands.add_parser("models", help="list the models with their parameter counts on MNIST")
     commands.add_parser("presets", help="list the presets: what each reproduces and its documented result")
@@ -247,6 +280,72 @@ def run_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_predict(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from seqvision.serving.predict import Predictor, image_files, predict_files
+
+    names = image_files(args.inputs)
+    predictor = Predictor.open(args.source, engine=args.engine)
+    started = time.perf_counter()
+    progress = None
+    if len(names) > PROGRESS_FROM and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(names), unit="image", file=sys.stderr)
+    results = predict_files(predictor, names, preprocess=not args.no_preprocess, progress=progress)
+    if progress is not None:
+        progress.close()
+    elapsed = time.perf_counter() - started
+    k = max(1, min(args.top_k, len(predictor.classes)))
+    if args.format == "json":
+        print(json.dumps([{"file": r.name, **(r.prediction.as_dict(k) if r.prediction else {"error": r.problem})}
+                          for r in results], indent=2))
+    elif args.format == "csv":
+        from seqvision.tables import csv_text
+
+        header = ["file", "predicted", "probability", *[f"top{i + 1}" for i in range(k)], "problem"]
+        print(csv_text(header, ([r.name, *(_ranked_cells(r, k, "{:.6f}"))] for r in results)), end="")
+    else:
+        width = max(len(r.name) for r in results)
+        for r in results:
+            answer = "  ".join(f"{name} {100 * p:5.1f}%" for name, p in r.prediction.ranked[:k]) if r.prediction \
+                else r.problem
+            print(f"{r.name:<{width}}  {answer}")
+    failed = sum(r.prediction is None for r in results)
+    print(f"{len(results)} pictures in {elapsed:.2f} s ({len(results) / elapsed:,.0f} images/s), "
+          f"{failed} without an answer", file=sys.stderr)
+    return 0
+
+
+def _ranked_cells(result: object, k: int, number: str) -> list[str]:
+    prediction = result.prediction  # type: ignore[attr-defined]
+    if prediction is None:
+        return ["", "", *[""] * k, result.problem]  # type: ignore[attr-defined]
+    top = prediction.ranked[0]
+    return [top[0], number.format(top[1]), *[f"{name}:{number.format(p)}" for name, p in prediction.ranked[:k]], ""]
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from seqvision.serving.exporting import export
+
+    written, difference = export(args.run_dir, args.format, out=args.out, data_dir=args.data_dir)
+    print(f"written: {written}")
+    if difference is not None:
+        print(f"largest absolute difference from PyTorch on real images, batches of 1, 7 and 256: {difference:.2e}")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from seqvision.serving.app import serve
+    from seqvision.serving.predict import Predictor
+
+    predictor = Predictor.open(args.source, engine=args.engine)
+    serve(predictor, args.host, args.port, max_upload_bytes=int(args.max_upload_mb * 2**20))
+    return 0
+
+
 def run_presets(args: argparse.Namespace) -> int:
     from seqvision.config import presets
 
@@ -266,4 +365,5 @@ def run_datasets(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": run_train, "eval": run_eval, "report": run_report, "compare": run_compare, "cv": run_cv,
-            "models": run_models, "presets": run_presets, "datasets": run_datasets}
+            "predict": run_predict, "export": run_export, "serve": run_serve, "models": run_models,
+            "presets": run_presets, "datasets": run_datasets}

@@ -42,3 +42,15 @@ class RunLockedError(RunFolderError):
 
 class DiskFullError(SeqvisionError, OSError):
     """A file could not be written because its disk is full; the files written before it are intact."""
+
+
+class BundleError(SeqvisionError):
+    """A folder given as a model bundle is not one, is damaged, or was written by a newer version."""
+
+
+class ImageError(SeqvisionError, ValueError):
+    """A picture given to predict or to the server cannot be read, is too large, or has the wrong shape."""
+
+
+class BlankImageError(ImageError):
+    """A picture holds no ink (no digit) to classify; reported as such rather than guessed."""

@@ -31,6 +31,10 @@ class Normalisation:
         # A blank training set would divide by zero; a unit std leaves it merely centred.
         return cls(mean=float(images.mean(dtype=np.float64)) / 255.0, std=scaled_std if scaled_std > 0 else 1.0)
 
+    def apply(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 pixels -> float in [0, 1] -> standardised with the training split's statistics."""
+        return images.float().div_(255.0).sub_(self.mean).div_(self.std)
+
 
 class InMemoryBatches:
     """Iterate (images, labels) batches from one uint8 tensor of shape (N, H, W).
@@ -107,9 +111,7 @@ class InMemoryBatches:
         images = self.images[index]
         if shifts is not None:
             images = shift_images(images, shifts)
-        # uint8 -> float in [0, 1], then standardised with the training split's statistics
-        images = images.float().div_(255.0).sub_(self.normalisation.mean).div_(self.normalisation.std)
-        return images, self.labels[index]
+        return self.normalisation.apply(images), self.labels[index]
 
 
 def shift_images(images: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:

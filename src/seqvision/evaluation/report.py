@@ -118,17 +118,14 @@ def _draw_misclassified(evaluation: RunEvaluation, class_names: list[str], path:
 @torch.no_grad()
 def _draw_lstm_inside(evaluation: RunEvaluation, index: int, class_names: list[str], path: Path) -> None:
     """Only for models whose decision is read from an LSTM's final state, one step at a time."""
-    from seqvision.models.pooling import FinalState
-    from seqvision.models.recurrent import RecurrentClassifier
+    from seqvision.models.recurrent import reads_step_by_step
 
     model, test = evaluation.model, evaluation.test
-    if not (isinstance(model, RecurrentClassifier) and model.kind == "lstm" and not model.bidirectional
-            and isinstance(model.pool, FinalState)):
+    if not reads_step_by_step(model):
         return
     images, _ = test.batch(np.array([index]))
     trace = model.trace(images)
-    # What the classifier would answer if the sequence ended after each step.
-    step_probabilities = torch.softmax(model.head(trace.hidden[0]), dim=1).numpy()
+    step_probabilities = model.step_probabilities(trace)[0].numpy()
     gates = {"input gate": trace.input_gate[0], "forget gate": trace.forget_gate[0],
              "output gate": trace.output_gate[0], "cell state": trace.cell[0]}
     label = int(test.labels[index])

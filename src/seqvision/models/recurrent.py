@@ -14,7 +14,7 @@ from torch import nn
 from seqvision.config import TrainConfig
 from seqvision.errors import ConfigError
 from seqvision.models.cells import ExplicitLSTM, LSTMTrace
-from seqvision.models.pooling import sequence_pooling
+from seqvision.models.pooling import FinalState, sequence_pooling
 from seqvision.models.registry import register_model, with_defaults
 from seqvision.models.scan import ImageScan
 
@@ -68,12 +68,24 @@ class RecurrentClassifier(nn.Module):
         return self.head(self.dropout(self.pool(outputs)))
 
     @torch.no_grad()
+    def step_probabilities(self, trace: LSTMTrace) -> torch.Tensor:
+        """(B, T, C): the class probabilities the classifier would give if the sequence ended after each step."""
+        return torch.softmax(self.head(trace.hidden), dim=-1)
+
+    @torch.no_grad()
     def trace(self, images: torch.Tensor) -> LSTMTrace:
         """Gates and states of the last LSTM layer at every step, from the explicit cell with the same weights."""
         if self.kind != "lstm" or self.bidirectional:
             raise ConfigError(f"gate traces exist for unidirectional LSTMs; this model is a {type(self).__name__}.")
         explicit = self.rnn if isinstance(self.rnn, ExplicitLSTM) else ExplicitLSTM.like(self.rnn)
         return explicit.eval().trace(self.scan(images))
+
+
+def reads_step_by_step(model: nn.Module) -> bool:
+    """Whether the model's answer is read from a unidirectional LSTM's final state, so that every step of the
+    sequence has an answer of its own (the report's row-by-row picture, the drawing page's curve)."""
+    return (isinstance(model, RecurrentClassifier) and model.kind == "lstm" and not model.bidirectional
+            and isinstance(model.pool, FinalState))
 
 
 @register_model("lstm")

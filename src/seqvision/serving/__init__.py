@@ -1,0 +1,1 @@
+"""Serving trained models: predict on pictures, portable bundles, ONNX/TorchScript export, the HTTP app and page."""
