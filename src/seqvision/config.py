@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import typing
 from dataclasses import dataclass, field, fields
 from importlib import resources
@@ -86,6 +87,11 @@ class TrainConfig:
     data_dir: str | None = option(None, "data", "dataset root (one folder per dataset) or a folder holding the "
                                                 "files [$SEQVISION_DATA, then ~/.cache/seqvision, then download]",
                                   metavar="DIR")
+
+    def __post_init__(self) -> None:
+        # The API takes a pathlib.Path as readily as a string; the saved YAML holds a string.
+        if self.data_dir is not None:
+            self.data_dir = os.fspath(self.data_dir)
 
     def validate(self) -> TrainConfig:
         """Reject values that cannot train, before any data is loaded or any file written."""
