@@ -8,10 +8,14 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from seqvision import __version__
 from seqvision.config import CHOICES, DEFAULTS, GROUPS, TrainConfig, flag
 from seqvision.errors import SeqvisionError, TrainingInterruptedError
+
+if TYPE_CHECKING:
+    from seqvision.serving.predict import FileResult
 
 TRAIN_EXAMPLES = """examples:
   seqvision train --model lstm --dataset mnist          the row-LSTM with the defaults above (~99% on MNIST)
@@ -319,21 +323,21 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ranked_cells(result: object, k: int, number: str) -> list[str]:
-    prediction = result.prediction  # type: ignore[attr-defined]
+def _ranked_cells(result: FileResult, k: int, number: str) -> list[str]:
+    prediction = result.prediction
     if prediction is None:
-        return ["", "", *[""] * k, result.problem]  # type: ignore[attr-defined]
+        return ["", "", *[""] * k, result.problem or ""]
     top = prediction.ranked[0]
     return [top[0], number.format(top[1]), *[f"{name}:{number.format(p)}" for name, p in prediction.ranked[:k]], ""]
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from seqvision.serving.exporting import export
+    from seqvision.serving.export import export
 
-    written, difference = export(args.run_dir, args.format, out=args.out, data_dir=args.data_dir)
+    written, difference, images = export(args.run_dir, args.format, out=args.out, data_dir=args.data_dir)
     print(f"written: {written}")
     if difference is not None:
-        print(f"largest absolute difference from PyTorch on real images, batches of 1, 7 and 256: {difference:.2e}")
+        print(f"largest absolute difference from PyTorch, batches of 1, 7 and 256 of {images}: {difference:.2e}")
     return 0
 
 

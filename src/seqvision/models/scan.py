@@ -42,7 +42,8 @@ class ImageScan(nn.Module):
             return images
         if self.mode == "columns":
             return images.transpose(1, 2)
-        pixels = images.reshape(len(images), -1)
+        # flatten keeps the batch size symbolic when the model is traced for export (len() would fix it)
+        pixels = images.flatten(1)
         if self.mode == "permuted-pixels":
             pixels = pixels[:, self.order]
         return pixels.unsqueeze(-1)
