@@ -232,8 +232,11 @@ def _version() -> str:
 def serve(predictor: Predictor, host: str = "127.0.0.1", port: int = 8000, *,
           max_upload_bytes: int = MAX_UPLOAD_BYTES) -> None:
     """Run the app under uvicorn until Ctrl-C."""
+    import torch
     import uvicorn
 
+    # Each request's model work gets these threads; with as many worker threads, the cores are not oversubscribed.
+    torch.set_num_threads(INFERENCE_THREADS)
     if not 0 < port < 65536:
         raise ConfigError(f"--port must be between 1 and 65535, got {port}.")
     uvicorn.run(create_app(predictor, max_upload_bytes=max_upload_bytes), host=host, port=port, log_level="info")

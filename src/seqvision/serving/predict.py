@@ -44,7 +44,6 @@ class Predictor:
         if engine not in ENGINES:
             raise ConfigError(f"unknown --engine {engine!r}; choose one of: {', '.join(ENGINES)}.")
         self.loaded, self.engine = loaded, engine
-        torch.set_num_threads(INFERENCE_THREADS)
         self._onnx = self._export_onnx() if engine == "onnx" else None
 
     @classmethod
