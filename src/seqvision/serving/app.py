@@ -31,7 +31,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from seqvision.data.images import prepare
 from seqvision.errors import ConfigError, SeqvisionError
-from seqvision.serving.predict import INFERENCE_THREADS, Predictor
+from seqvision.serving.predict import INFERENCE_WORKERS, THREADS_PER_WORKER, Predictor
 
 MAX_UPLOAD_BYTES = 4 * 2**20
 MAX_BATCH = 64
@@ -50,7 +50,7 @@ def create_app(predictor: Predictor, *, max_upload_bytes: int = MAX_UPLOAD_BYTES
                ) -> FastAPI:
     app = FastAPI(title="seqvision", version=_version(),
                   description=f"{predictor.loaded.config.model} trained on {predictor.loaded.config.dataset}")
-    limiter = anyio.CapacityLimiter(INFERENCE_THREADS)
+    limiter = anyio.CapacityLimiter(INFERENCE_WORKERS)
 
     @app.exception_handler(RequestError)
     async def refuse(request: Request, error: RequestError) -> JSONResponse:
@@ -235,8 +235,7 @@ def serve(predictor: Predictor, host: str = "127.0.0.1", port: int = 8000, *,
     import torch
     import uvicorn
 
-    # Each request's model work gets these threads; with as many worker threads, the cores are not oversubscribed.
-    torch.set_num_threads(INFERENCE_THREADS)
+    torch.set_num_threads(THREADS_PER_WORKER)
     if not 0 < port < 65536:
         raise ConfigError(f"--port must be between 1 and 65535, got {port}.")
     uvicorn.run(create_app(predictor, max_upload_bytes=max_upload_bytes), host=host, port=port, log_level="info")

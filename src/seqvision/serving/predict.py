@@ -20,8 +20,10 @@ from seqvision.errors import ConfigError, InputShapeError
 from seqvision.serving.bundle import LoadedModel, load_model_source
 
 ENGINES = ("torch", "onnx")
-# Inference runs on a bounded number of threads, so a server's requests do not fight over the cores.
-INFERENCE_THREADS = max(1, min(2, os.cpu_count() or 1))
+# A server runs at most INFERENCE_WORKERS requests' model work at once, each on THREADS_PER_WORKER threads, so
+# that together they use the cores without oversubscribing them.
+INFERENCE_WORKERS = max(1, min(2, os.cpu_count() or 1))
+THREADS_PER_WORKER = max(1, (os.cpu_count() or 1) // INFERENCE_WORKERS)
 
 
 @dataclass
@@ -72,7 +74,7 @@ class Predictor:
         with tempfile.TemporaryDirectory(prefix="seqvision-onnx-") as folder:
             path = Path(folder) / "model.onnx"
             export_onnx(self.loaded.model, self.image_shape, path)
-            return OnnxEngine(path, threads=INFERENCE_THREADS)
+            return OnnxEngine(path, threads=THREADS_PER_WORKER)
 
     @torch.inference_mode()
     def probabilities(self, images: np.ndarray) -> np.ndarray:
