@@ -1,4 +1,5 @@
-"""seqvision installed from its wheel, outside the checkout: the presets ship in the package and a preset trains.
+"""seqvision installed from its wheel, outside the checkout: the presets and the drawing page ship in the package,
+a preset trains, and `seqvision serve` serves the trained model with its page.
 
 The wheel is built from a copy of the checkout's sources and installed, without dependencies and without any
 index, into a fresh virtual environment in a temporary folder. That environment sees the dependencies already
@@ -11,12 +12,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import sysconfig
+import time
 import zipfile
 from pathlib import Path
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -24,6 +29,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 PRESETS = ["renet-mnist", "seed-000-lstm", "seed-002-cnn", "seed-002-stacked-lstm", "seed-003-cnn-lstm"]
 # What setuptools prints for `license = { text = ... }` and for "License ::" classifiers (both deprecated).
+PAGE_FILES = ["seqvision/serving/page/index.html", "seqvision/serving/page/page.js"]
 DEPRECATIONS = ["`project.license` as a TOML table is deprecated", "License classifiers are deprecated"]
 
 
@@ -121,11 +127,79 @@ def test_presets_command_lists_every_preset(installed, tmp_path):
         assert lines[at + 2].strip().startswith("result:") and lines[at + 2].split(":", 1)[1].strip(), out
 
 
-def test_a_preset_trains_from_the_installed_package(installed, tmp_path):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def trained(installed, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """A run trained by the installed `seqvision` from a preset (one epoch on the digits), in a folder outside the
+    checkout; its stdout and its folder."""
+    cwd = tmp_path_factory.mktemp("installed-run")
+    out = cwd / "run"
     result = run([installed["bin"] / "seqvision", "train", "--config", "seed-000-lstm", "--dataset", "digits",
                   "--epochs", "1", "--no-progress", "--no-report", "--out", out],
-                 cwd=tmp_path, env=installed["env"], timeout=600)
-    assert "test accuracy" in result.stdout
+                 cwd=cwd, env=installed["env"], timeout=600)
+    return {"stdout": result.stdout, "run": out, "cwd": cwd}
+
+
+def test_a_preset_trains_from_the_installed_package(trained):
+    out = trained["run"]
+    assert "test accuracy" in trained["stdout"]
     assert (out / "config.yaml").is_file()
     assert (out / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_wheel_ships_the_drawing_page(installed):
+    with zipfile.ZipFile(installed["wheel"]) as wheel:
+        names = set(wheel.namelist())
+        index = wheel.read(PAGE_FILES[0]).decode()
+    assert set(PAGE_FILES) <= names
+    assert "page.js" in index
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_installed_package_serves_its_page_and_answers(installed, trained, tmp_path):
+    """Export the trained run as a bundle, then serve the bundle: both with the installed `seqvision`, from a folder
+    outside the checkout, so the page must come from the installed package."""
+    bundle = tmp_path / "bundle"
+    run([installed["bin"] / "seqvision", "export", trained["run"], "--format", "bundle", "--out", bundle],
+        cwd=tmp_path, env=installed["env"], timeout=300)
+    assert sorted(p.name for p in bundle.iterdir()) == ["bundle.json", "model.safetensors"]
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    # A proxy variable in the environment must not route the requests to 127.0.0.1 elsewhere.
+    client = httpx.Client(trust_env=False, timeout=10)
+    process = subprocess.Popen([str(installed["bin"] / "seqvision"), "serve", str(bundle), "--port", str(port)],
+                               cwd=tmp_path, env=installed["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"seqvision serve exited {process.returncode}: {process.communicate()[1][-4000:]}")
+            try:
+                health = client.get(f"{url}/health", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "seqvision serve did not start within 180 s"
+                time.sleep(0.2)
+        assert health.status_code == 200 and health.json() == {"status": "ok"}
+        page = client.get(f"{url}/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "page.js" in page.text
+        script = client.get(f"{url}/page.js")
+        assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+        assert script.text.strip()
+        model = client.get(f"{url}/model").json()
+        assert model["dataset"] == "digits" and model["source"] == str(bundle)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        client.close()
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err[-4000:]

@@ -67,7 +67,7 @@ def load_mnist(data_dir: Path | None) -> ImageSplits:
     return MNIST.load(data_dir)
 
 
-@register_dataset("fashion-mnist", image_shape=(28, 28), num_classes=10,
+@register_dataset("fashion-mnist", image_shape=(28, 28), num_classes=10, box_fraction=1.0,
                   description="Zalando clothing images, a drop-in replacement for MNIST")
 def load_fashion_mnist(data_dir: Path | None) -> ImageSplits:
     return FASHION_MNIST.load(data_dir)
@@ -77,7 +77,7 @@ DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0  # fixed, so every run of any seed is tested on the same images
 
 
-@register_dataset("digits", image_shape=(8, 8), num_classes=10,
+@register_dataset("digits", image_shape=(8, 8), num_classes=10, box_fraction=1.0,
                   description="scikit-learn's bundled 8x8 digits (1,797 images; no download)")
 def load_digits(data_dir: Path | None) -> ImageSplits:
     from sklearn.datasets import load_digits as sklearn_digits

@@ -31,7 +31,7 @@ FORMAT_LIST = "PNG, JPEG, BMP, GIF, TIFF or WebP"
 DEFAULT_MAX_PIXELS = 25_000_000
 
 # MNIST's digit box (20 of 28 pixels) as a fraction of the field.
-DIGIT_BOX_FRACTION = 20 / 28
+MNIST_BOX_FRACTION = 20 / 28
 # Pictures larger than this (longest side) are averaged down before analysis: the result has 20 pixels a side.
 WORK_SIDE = 512
 # A mark is ink only if it differs from the background by this many grey levels (of 255) ...
@@ -126,7 +126,8 @@ def to_greyscale(image: Image.Image) -> np.ndarray:
     return np.asarray(on_white, dtype=np.uint8).copy()
 
 
-def mnist_style(grey: np.ndarray, image_shape: tuple[int, int] = (28, 28)) -> np.ndarray:
+def mnist_style(grey: np.ndarray, image_shape: tuple[int, int] = (28, 28), *,
+                box_fraction: float = MNIST_BOX_FRACTION) -> np.ndarray:
     """Make a greyscale picture look like an MNIST digit: light ink on 0, fitted into 20/28 of the field, centred.
 
     Steps: estimate the background (a smooth surface fitted to the border, so uneven lighting in a photo
@@ -162,7 +163,7 @@ def mnist_style(grey: np.ndarray, image_shape: tuple[int, int] = (28, 28)) -> np
     level = max(float(np.percentile(ink[mask], 75)), low + 1.0)
     clean = np.clip((ink - low) / (level - low), 0.0, 1.0).astype(np.float32)
 
-    box_h, box_w = max(1, round(height * DIGIT_BOX_FRACTION)), max(1, round(width * DIGIT_BOX_FRACTION))
+    box_h, box_w = max(1, round(height * box_fraction)), max(1, round(width * box_fraction))
     crop_h, crop_w = bottom - top, right - left
     scale = min(box_h / crop_h, box_w / crop_w)
     size = (min(box_w, max(1, round(crop_w * scale))), min(box_h, max(1, round(crop_h * scale))))
@@ -193,10 +194,11 @@ def as_is(grey: np.ndarray, image_shape: tuple[int, int]) -> np.ndarray:
 
 
 def prepare(data: bytes, image_shape: tuple[int, int], *, preprocess: bool = True,
-            max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Bytes of a picture -> the uint8 array of image_shape a model takes; the one path every front end uses."""
+            box_fraction: float = MNIST_BOX_FRACTION, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Bytes of a picture -> the uint8 array of image_shape a model takes; the one path every front end uses.
+    `box_fraction` is the part of the side the dataset's objects fill (DatasetSpec.box_fraction)."""
     grey = to_greyscale(read_image(data, max_pixels=max_pixels))
-    return mnist_style(grey, image_shape) if preprocess else as_is(grey, image_shape)
+    return mnist_style(grey, image_shape, box_fraction=box_fraction) if preprocess else as_is(grey, image_shape)
 
 
 def _one_line(error: object) -> str:

@@ -24,15 +24,18 @@ class DatasetSpec:
     num_classes: int
     description: str
     load: Loader
+    # The part of the image side its objects are scaled to fill: MNIST fitted each digit into 20x20 of 28x28;
+    # the bundled 8x8 digits and Fashion-MNIST fill the whole frame. Pictures are prepared the same way.
+    box_fraction: float = 20 / 28
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset", DatasetError)
 
 
-def register_dataset(name: str, *, image_shape: tuple[int, int], num_classes: int,
-                     description: str) -> Callable[[Loader], Loader]:
+def register_dataset(name: str, *, image_shape: tuple[int, int], num_classes: int, description: str,
+                     box_fraction: float = 20 / 28) -> Callable[[Loader], Loader]:
     def add(load: Loader) -> Loader:
-        DATASETS.add(name, DatasetSpec(name, tuple(image_shape), num_classes, description, load))
+        DATASETS.add(name, DatasetSpec(name, tuple(image_shape), num_classes, description, load, box_fraction))
         return load
 
     return add

@@ -29,7 +29,6 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from seqvision.data.images import prepare
 from seqvision.errors import ConfigError, SeqvisionError
 from seqvision.serving.predict import INFERENCE_WORKERS, THREADS_PER_WORKER, Predictor
 
@@ -193,7 +192,7 @@ async def _prepared(pictures: list[bytes], predictor: Predictor, preprocess: boo
     """Decode and prepare in a worker thread: decoding a large picture must not stall the event loop."""
 
     def work() -> np.ndarray:
-        return np.stack([prepare(data, predictor.image_shape, preprocess=preprocess) for data in pictures])
+        return np.stack([predictor.prepare(data, preprocess) for data in pictures])
 
     return await anyio.to_thread.run_sync(work, limiter=limiter)
 

@@ -26,9 +26,6 @@ from seqvision.errors import BundleError, ConfigError, RunFolderError
 BUNDLE_FORMAT = 1
 WEIGHTS_FILE = "model.safetensors"
 DESCRIPTION_FILE = "bundle.json"
-# How a user's picture becomes a model input (seqvision.data.images): light ink on a dark field, the ink
-# scaled to fit 20/28 of the side and centred by its centre of mass, as MNIST was made.
-PREPROCESSING = {"ink": "light-on-dark", "fit_fraction": 20 / 28, "centre": "centre of mass"}
 
 
 @dataclass
@@ -42,12 +39,19 @@ class LoadedModel:
     normalisation: Normalisation
     test_metrics: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    # How a user's picture becomes a model input (seqvision.data.images): light ink on a dark field, the ink
+    # scaled to fill this part of the side, as the dataset's images do, and centred by its centre of mass.
+    box_fraction: float = 20 / 28
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        return {"ink": "light-on-dark", "box_fraction": self.box_fraction, "centre": "centre of mass"}
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.config.model, "dataset": self.config.dataset, "image_shape": list(self.image_shape),
                 "classes": list(self.classes), "normalisation": {"mean": self.normalisation.mean,
                                                                  "std": self.normalisation.std},
-                "test_metrics": self.test_metrics, "source": self.source}
+                "test_metrics": self.test_metrics, "preprocessing": self.preprocessing, "source": self.source}
 
 
 def load_model_source(path: str | os.PathLike[str]) -> LoadedModel:
@@ -69,10 +73,13 @@ def _from_run(path: Path) -> LoadedModel:
     checkpoint = run.checkpoint("best")
     if not checkpoint.is_file():
         raise RunFolderError(f"{run.path} has no best checkpoint yet; train it to the end of at least one epoch.")
+    from seqvision.data import get_dataset
+
     model, description = rebuild_model(checkpoint)
     metrics = json.loads(run.test_metrics_path.read_text()) if run.test_metrics_path.is_file() else {}
     return LoadedModel(model, description.config, description.image_shape, description.classes,
-                       description.normalisation, metrics, str(run.path))
+                       description.normalisation, metrics, str(run.path),
+                       get_dataset(description.config.dataset).box_fraction)
 
 
 def write_bundle(loaded: LoadedModel, out: str | os.PathLike[str]) -> Path:
@@ -93,7 +100,7 @@ def write_bundle(loaded: LoadedModel, out: str | os.PathLike[str]) -> Path:
         "format": BUNDLE_FORMAT, "seqvision_version": __version__, "model": loaded.config.model,
         "config": loaded.config.to_dict(), "image_shape": list(loaded.image_shape), "classes": list(loaded.classes),
         "normalisation": {"mean": loaded.normalisation.mean, "std": loaded.normalisation.std},
-        "preprocessing": PREPROCESSING, "test_metrics": loaded.test_metrics, "tensors": sorted(tensors),
+        "preprocessing": loaded.preprocessing, "test_metrics": loaded.test_metrics, "tensors": sorted(tensors),
     })
     return out
 
@@ -118,7 +125,8 @@ def read_bundle(path: str | os.PathLike[str]) -> LoadedModel:
         config = TrainConfig.from_dict(info["config"], origin=f"{path / DESCRIPTION_FILE}")
         image_shape, classes = tuple(info["image_shape"]), tuple(info["classes"])
         normalisation = Normalisation(**info["normalisation"])
-    except (KeyError, TypeError, ConfigError) as error:
+        box_fraction = float(info["preprocessing"]["box_fraction"])
+    except (KeyError, TypeError, ValueError, ConfigError) as error:
         raise BundleError(f"{path / DESCRIPTION_FILE} lacks or garbles {error}; the bundle is damaged.") from None
     try:
         tensors = load_file(str(path / WEIGHTS_FILE))
@@ -135,4 +143,4 @@ def read_bundle(path: str | os.PathLike[str]) -> LoadedModel:
     except RuntimeError as error:
         raise BundleError(f"{path / WEIGHTS_FILE} does not fit its model: {str(error).splitlines()[-1]}") from None
     return LoadedModel(model.eval(), config, image_shape, classes, normalisation, info.get("test_metrics", {}),
-                       str(path))
+                       str(path), box_fraction)

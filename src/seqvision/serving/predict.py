@@ -57,6 +57,12 @@ class Predictor:
     def image_shape(self) -> tuple[int, int]:
         return self.loaded.image_shape
 
+    def prepare(self, data: bytes, preprocess: bool = True) -> np.ndarray:
+        """A picture's bytes as this model's input pixels (seqvision.data.images.prepare), uint8 (H, W)."""
+        from seqvision.data.images import prepare
+
+        return prepare(data, self.image_shape, preprocess=preprocess, box_fraction=self.loaded.box_fraction)
+
     @property
     def reads_steps(self) -> bool:
         """Whether `step_probabilities` has an answer: LSTM models read step by step."""
@@ -143,7 +149,6 @@ def predict_files(predictor: Predictor, names: list[str], *, preprocess: bool = 
     """Read, prepare and classify each file, in batches; a file that cannot be read is reported, not fatal."""
     import sys
 
-    from seqvision.data.images import prepare
     from seqvision.errors import BlankImageError, SeqvisionError
 
     results: list[FileResult] = []
@@ -155,7 +160,7 @@ def predict_files(predictor: Predictor, names: list[str], *, preprocess: bool = 
             results.append(result)
             try:
                 data = sys.stdin.buffer.read() if name == STDIN else Path(name).read_bytes()
-                ready.append((result, prepare(data, predictor.image_shape, preprocess=preprocess)))
+                ready.append((result, predictor.prepare(data, preprocess)))
             except BlankImageError:
                 result.problem = "blank: no ink found"
             except (SeqvisionError, OSError) as error:
