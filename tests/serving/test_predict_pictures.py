@@ -10,7 +10,8 @@ from PIL import Image, ImageDraw, ImageFont
 import seqvision
 from seqvision.cli import main
 
-# Measured on this project's 2-core machine with the model below: see the assertion for the floor.
+# Measured 2026-11-25 with the model below: 86.7% (52 of 60). All six drawings of the font's 6 and two of its 9
+# are misread; every other digit is read in every size, stroke, position and polarity.
 FLOOR = 0.8
 
 
@@ -66,7 +67,8 @@ def test_drawn_digits_are_read_through_the_preprocessing(mnist_run, tmp_path, ca
     assert "predicted" not in blank and "blank" in blank["error"], "a blank picture is reported, not guessed"
     correct = [by_file[name].get("predicted") == digit for name, digit in expected.items()]
     rate = float(np.mean(correct))
-    print(f"drawn digits read correctly: {rate:.1%} of {len(correct)}")
+    with capsys.disabled():
+        print(f"\ndrawn digits read correctly: {rate:.1%} of {len(correct)}")
     assert rate >= FLOOR, f"only {rate:.1%} of the drawn digits were read correctly"
 
     assert main(["predict", str(mnist_run), str(folder), "--no-preprocess"]) == 0
