@@ -13,16 +13,16 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
-import time
 import zipfile
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.servers import free_port, wait_for_health
 
 pytestmark = pytest.mark.slow
 
@@ -154,12 +154,6 @@ def test_wheel_ships_the_drawing_page(installed):
     assert "page.js" in index
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_installed_package_serves_its_page_and_answers(installed, trained, tmp_path):
     """Export the trained run as a bundle, then serve the bundle: both with the installed `seqvision`, from a folder
     outside the checkout, so the page must come from the installed package."""
@@ -176,16 +170,7 @@ def test_installed_package_serves_its_page_and_answers(installed, trained, tmp_p
                                cwd=tmp_path, env=installed["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"seqvision serve exited {process.returncode}: {process.communicate()[1][-4000:]}")
-            try:
-                health = client.get(f"{url}/health", timeout=2)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "seqvision serve did not start within 180 s"
-                time.sleep(0.2)
+        health = wait_for_health(url, process, 180, client)
         assert health.status_code == 200 and health.json() == {"status": "ok"}
         page = client.get(f"{url}/")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")

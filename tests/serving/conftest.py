@@ -1,6 +1,5 @@
 """A small real model for the serving tests, and a real uvicorn server on 127.0.0.1 around it."""
 
-import socket
 import threading
 import time
 
@@ -9,6 +8,7 @@ import pytest
 import uvicorn
 
 import seqvision
+from tests.servers import free_port
 
 
 @pytest.fixture(scope="session")
@@ -18,12 +18,6 @@ def digits_run(tmp_path_factory):
     seqvision.train(model="lstm", dataset="digits", epochs=15, lr=0.01, hidden=32, out=out, progress=False,
                     report=False)
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class RunningServer:

@@ -10,10 +10,8 @@ import io
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -24,6 +22,7 @@ from PIL import Image
 from seqvision.cli import main
 from seqvision.data import load_dataset
 from seqvision.serving.predict import Predictor
+from tests.servers import free_port, wait_for_health
 
 # Pictures per format, made from the first digits test images (upscaled 10x to 80x80, a 20-pixel dark border).
 PER_FORMAT = 12
@@ -38,12 +37,6 @@ UPSCALE, BORDER = 10, 20
 ACCURACY_FLOOR = 0.7
 SUMMARY = re.compile(r"^(\d+) pictures in [\d.]+ s \(([\d,]+) images/s\), (\d+) without an answer$")
 DIFFERENCE = re.compile(r"^largest absolute difference from PyTorch, batches of 1, 7 and 256 of (.+): (\S+)$")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run_cli(capsys, *argv: str | Path) -> tuple[int, str, str]:
@@ -304,15 +297,7 @@ def test_serve_answers_and_stops_cleanly_on_ctrl_c(digits_run, tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "seqvision", "serve", str(digits_run), "--port", str(port)],
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, f"the server exited with {process.returncode}: {process.stderr.read()}"
-            try:
-                health = httpx.get(f"{url}/health", timeout=2)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.1)
+        health = wait_for_health(url, process, 120)
         assert health.status_code == 200 and health.json() == {"status": "ok"}
         page = httpx.get(f"{url}/", timeout=10)
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
