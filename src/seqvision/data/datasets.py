@@ -67,7 +67,11 @@ def load_mnist(data_dir: Path | None) -> ImageSplits:
     return MNIST.load(data_dir)
 
 
-@register_dataset("fashion-mnist", image_shape=(28, 28), num_classes=10, box_fraction=1.0,
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot")
+
+
+@register_dataset("fashion-mnist", image_shape=(28, 28), num_classes=10, box_fraction=1.0, classes=FASHION_CLASSES,
                   description="Zalando clothing images, a drop-in replacement for MNIST")
 def load_fashion_mnist(data_dir: Path | None) -> ImageSplits:
     return FASHION_MNIST.load(data_dir)

@@ -27,15 +27,22 @@ class DatasetSpec:
     # The part of the image side its objects are scaled to fill: MNIST fitted each digit into 20x20 of 28x28;
     # the bundled 8x8 digits and Fashion-MNIST fill the whole frame. Pictures are prepared the same way.
     box_fraction: float = 20 / 28
+    # Class names, name i for label i: reports, predict, the API and the page show these.
+    classes: tuple[str, ...] = tuple(str(digit) for digit in range(10))
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset", DatasetError)
 
 
 def register_dataset(name: str, *, image_shape: tuple[int, int], num_classes: int, description: str,
-                     box_fraction: float = 20 / 28) -> Callable[[Loader], Loader]:
+                     box_fraction: float = 20 / 28, classes: tuple[str, ...] | None = None
+                     ) -> Callable[[Loader], Loader]:
+    names = tuple(classes) if classes is not None else tuple(str(label) for label in range(num_classes))
+    if len(names) != num_classes:
+        raise ValueError(f"dataset {name} has {num_classes} classes but {len(names)} class names")
+
     def add(load: Loader) -> Loader:
-        DATASETS.add(name, DatasetSpec(name, tuple(image_shape), num_classes, description, load, box_fraction))
+        DATASETS.add(name, DatasetSpec(name, tuple(image_shape), num_classes, description, load, box_fraction, names))
         return load
 
     return add

@@ -67,7 +67,7 @@ def train_model(config: TrainConfig | None = None, *, out: str | os.PathLike[str
     accelerator = _resolve_accelerator(config.accelerator)
     splits = load_dataset(spec.name, config.data_dir)
     batches = split_batches(config, splits)
-    classes = tuple(str(index) for index in range(splits.num_classes))
+    classes = spec.classes
     description = describe(config, splits.image_shape, classes, batches.normalisation)
 
     if resume is None:
