@@ -8,14 +8,10 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from seqvision import __version__
 from seqvision.config import CHOICES, DEFAULTS, GROUPS, TrainConfig, flag
 from seqvision.errors import SeqvisionError, TrainingInterruptedError
-
-if TYPE_CHECKING:
-    from seqvision.serving.predict import FileResult
 
 TRAIN_EXAMPLES = """examples:
   seqvision train --model lstm --dataset mnist          the row-LSTM with the defaults above (~99% on MNIST)
@@ -285,10 +281,9 @@ def run_models(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    import json
     import time
 
-    from seqvision.serving.predict import Predictor, image_files, predict_files
+    from seqvision.serving.predict import Predictor, image_files, predict_files, render_results
 
     names = image_files(args.inputs)
     predictor = Predictor.open(args.source, engine=args.engine)
@@ -302,33 +297,11 @@ def run_predict(args: argparse.Namespace) -> int:
     if progress is not None:
         progress.close()
     elapsed = time.perf_counter() - started
-    k = max(1, min(args.top_k, len(predictor.classes)))
-    if args.format == "json":
-        print(json.dumps([{"file": r.name, **(r.prediction.as_dict(k) if r.prediction else {"error": r.problem})}
-                          for r in results], indent=2))
-    elif args.format == "csv":
-        from seqvision.tables import csv_text
-
-        header = ["file", "predicted", "probability", *[f"top{i + 1}" for i in range(k)], "problem"]
-        print(csv_text(header, ([r.name, *(_ranked_cells(r, k, "{:.6f}"))] for r in results)), end="")
-    else:
-        width = max(len(r.name) for r in results)
-        for r in results:
-            answer = "  ".join(f"{name} {100 * p:5.1f}%" for name, p in r.prediction.ranked[:k]) if r.prediction \
-                else r.problem
-            print(f"{r.name:<{width}}  {answer}")
+    print(render_results(results, args.format, max(1, min(args.top_k, len(predictor.classes)))), end="")
     failed = sum(r.prediction is None for r in results)
     print(f"{len(results)} pictures in {elapsed:.2f} s ({len(results) / elapsed:,.0f} images/s), "
           f"{failed} without an answer", file=sys.stderr)
     return 0
-
-
-def _ranked_cells(result: FileResult, k: int, number: str) -> list[str]:
-    prediction = result.prediction
-    if prediction is None:
-        return ["", "", *[""] * k, result.problem or ""]
-    top = prediction.ranked[0]
-    return [top[0], number.format(top[1]), *[f"{name}:{number.format(p)}" for name, p in prediction.ranked[:k]], ""]
 
 
 def run_export(args: argparse.Namespace) -> int:

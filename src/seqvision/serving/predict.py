@@ -172,3 +172,31 @@ def predict_files(predictor: Predictor, names: list[str], *, preprocess: bool = 
         if progress is not None:
             progress.update(len(chunk))
     return results
+
+
+def render_results(results: list[FileResult], fmt: str, top_k: int) -> str:
+    """The answers as `predict --format` shows them: an aligned table, JSON, or CSV."""
+    if fmt == "json":
+        import json
+
+        return json.dumps([{"file": r.name, **(r.prediction.as_dict(top_k) if r.prediction else {"error": r.problem})}
+                           for r in results], indent=2) + "\n"
+    if fmt == "csv":
+        from seqvision.tables import csv_text
+
+        header = ["file", "predicted", "probability", *[f"top{i + 1}" for i in range(top_k)], "problem"]
+        return csv_text(header, ([r.name, *_csv_cells(r, top_k)] for r in results))
+    width = max(len(r.name) for r in results)
+    lines = []
+    for r in results:
+        answer = ("  ".join(f"{name} {100 * p:5.1f}%" for name, p in r.prediction.ranked[:top_k])
+                  if r.prediction else r.problem)
+        lines.append(f"{r.name:<{width}}  {answer}\n")
+    return "".join(lines)
+
+
+def _csv_cells(result: FileResult, top_k: int) -> list[str]:
+    if result.prediction is None:
+        return ["", "", *[""] * top_k, result.problem or ""]
+    ranked = result.prediction.ranked
+    return [ranked[0][0], f"{ranked[0][1]:.6f}", *[f"{name}:{p:.6f}" for name, p in ranked[:top_k]], ""]
