@@ -106,13 +106,10 @@ def measure_run(run_dir: str, thread_counts: list[int], repeats: int, data_dir: 
 
 
 def server_threads() -> int:
-    """The thread count `seqvision serve` gives each request's model work (the name has changed over versions)."""
-    from seqvision.serving import predict
+    """The thread count `seqvision serve` gives each request's model work."""
+    from seqvision.serving.predict import THREADS_PER_WORKER
 
-    for name in ("THREADS_PER_WORKER", "INFERENCE_THREADS"):
-        if isinstance(getattr(predict, name, None), int):
-            return getattr(predict, name)
-    return 1
+    return THREADS_PER_WORKER
 
 
 def table(results: list[tuple[str, dict[str, Any]]]) -> str:
