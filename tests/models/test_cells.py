@@ -8,7 +8,7 @@ from torch import nn
 from seqvision.config import TrainConfig
 from seqvision.errors import ConfigError
 from seqvision.models import build_model
-from seqvision.models.cells import ExplicitLSTM, LSTMCell
+from seqvision.models.cells import ExplicitLSTM, LSTMCell, LSTMSequence
 
 
 def twins(layers: int, seed: int = 0) -> tuple[nn.LSTM, ExplicitLSTM]:
@@ -125,3 +125,21 @@ def test_lstm_classifier_traces_its_own_weights(activation):
 def test_trace_is_refused_for_models_without_an_lstm_cell():
     with pytest.raises(ConfigError, match="unidirectional LSTMs"):
         build_model(TrainConfig(model="gru"), (8, 8), 10).trace(torch.rand(1, 8, 8))
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+def test_hand_written_backward_passes_gradcheck(activation):
+    # The training path's backward against finite differences, with gradients flowing into both the outputs
+    # at every step and the final cell state.
+    torch.manual_seed(5)
+    projected = torch.randn(3, 5, 4 * 4, dtype=torch.float64, requires_grad=True)
+    weight_hh = (0.5 * torch.randn(4 * 4, 4, dtype=torch.float64)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda p, w: LSTMSequence.apply(p, w, activation), (projected, weight_hh))
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+def test_training_path_matches_the_readable_cells(activation):
+    torch.manual_seed(6)
+    lstm = ExplicitLSTM(5, 8, num_layers=2, activation=activation).double()
+    sequences = torch.randn(4, 9, 5, dtype=torch.float64)
+    torch.testing.assert_close(lstm(sequences)[0], lstm.trace(sequences).hidden, atol=1e-12, rtol=0)

@@ -1,0 +1,73 @@
+"""The explicit LSTM's training step against `nn.LSTM` at the same shapes, side by side in one process.
+
+    .venv/bin/python benchmarks/explicit_cell.py [--batch-size 64] [--hidden 128] [--repeats 50]
+
+Forward and backward of one batch of 28 steps of 28 features (seed 000's shapes), timed three ways:
+the fused `nn.LSTM` (oneDNN on the CPU), the explicit cell's training path (`LSTMSequence`, the gradient
+written out by hand), and autograd through the readable step-by-step cells (the training path before
+`LSTMSequence` existed, still used for traces). Prints a Markdown table for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from seqvision.models.cells import ExplicitLSTM
+
+STEPS = FEATURES = 28
+WARM_UP = 5
+
+
+def median_ms(step: Callable[[], None], repeats: int) -> float:
+    for _ in range(WARM_UP):
+        step()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - started)
+    return 1000 * statistics.median(times)
+
+
+def training_step(forward: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> Callable[[], None]:
+    def step() -> None:
+        forward(images)[:, -1].sum().backward()
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=50)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    images = torch.randn(args.batch_size, STEPS, FEATURES)
+    fused = nn.LSTM(FEATURES, args.hidden, batch_first=True)
+    reference = median_ms(training_step(lambda x: fused(x)[0], images), args.repeats)
+    machine = platform.processor() or platform.machine()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {machine}; "
+          f"batch {args.batch_size}, {STEPS} steps x {FEATURES} features, hidden {args.hidden}; median of "
+          f"{args.repeats} forward+backward steps\n")
+    print("| LSTM | activation | ms per step | x nn.LSTM |")
+    print("| --- | --- | --- | --- |")
+    print(f"| nn.LSTM (fused) | tanh | {reference:.2f} | 1.00 |")
+    for activation in ("tanh", "sigmoid"):
+        explicit = ExplicitLSTM.like(fused, activation=activation)
+        rows = (("explicit, hand-written backward", lambda x, e=explicit: e(x)[0]),
+                ("explicit, autograd through the cells", lambda x, e=explicit: e.trace(x).hidden))
+        for name, forward in rows:
+            ms = median_ms(training_step(forward, images), args.repeats)
+            print(f"| {name} | {activation} | {ms:.2f} | {ms / reference:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
