@@ -142,4 +142,10 @@ def test_training_path_matches_the_readable_cells(activation):
     torch.manual_seed(6)
     lstm = ExplicitLSTM(5, 8, num_layers=2, activation=activation).double()
     sequences = torch.randn(4, 9, 5, dtype=torch.float64)
-    torch.testing.assert_close(lstm(sequences)[0], lstm.trace(sequences).hidden, atol=1e-12, rtol=0)
+    training_outputs, training_finals = lstm(sequences)
+    torch.testing.assert_close(training_outputs, lstm.trace(sequences).hidden, atol=1e-12, rtol=0)
+    with torch.no_grad():  # inference takes the readable cells
+        inference_outputs, inference_finals = lstm(sequences)
+    torch.testing.assert_close(inference_outputs, training_outputs, atol=1e-12, rtol=0)
+    for inference, training in zip(inference_finals, training_finals, strict=True):
+        torch.testing.assert_close(inference, training, atol=1e-12, rtol=0)

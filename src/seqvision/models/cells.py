@@ -172,6 +172,11 @@ class ExplicitLSTM(nn.Module):
 
     def forward(self, sequences: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         # sequences: (B, T, F) -> outputs (B, T, H), (h_n, c_n) each (layers, B, H), as nn.LSTM returns them
+        if not torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
+            # Without a backward pass to save, the readable cells are as fast, and exporters can trace them,
+            # where they cannot look inside a Python autograd function.
+            outputs, finals, _ = self._run_cells(sequences)
+            return outputs, finals
         layer_input, final_h, final_c = sequences, [], []
         for index, cell in enumerate(self.cells):
             if index > 0:
@@ -185,8 +190,12 @@ class ExplicitLSTM(nn.Module):
 
     def trace(self, sequences: torch.Tensor) -> LSTMTrace:
         """Run the sequences step by step through the readable cells; the last layer's gates and states."""
+        return self._run_cells(sequences)[2]
+
+    def _run_cells(self, sequences: torch.Tensor
+                   ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], LSTMTrace]:
         batch, steps, _ = sequences.shape
-        layer_input = sequences
+        layer_input, final_h, final_c = sequences, [], []
         for index, cell in enumerate(self.cells):
             if index > 0:
                 layer_input = self.between_layers(layer_input)
@@ -201,8 +210,11 @@ class ExplicitLSTM(nn.Module):
                 gates.append(step_gates)
                 cells.append(c)
             layer_input = torch.stack(outputs, dim=1)
+            final_h.append(state[0])
+            final_c.append(state[1])
         i, f, g, o = (torch.stack(parts, dim=1) for parts in zip(*gates, strict=True))
-        return LSTMTrace(i, f, g, o, torch.stack(cells, dim=1), layer_input)
+        trace = LSTMTrace(i, f, g, o, torch.stack(cells, dim=1), layer_input)
+        return layer_input, (torch.stack(final_h), torch.stack(final_c)), trace
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
