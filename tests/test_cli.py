@@ -90,7 +90,8 @@ def test_gpu_without_a_gpu_is_refused_before_training(capsys, tmp_path):
 def test_datasets_lists_the_registry(capsys):
     code, out, _ = run_cli(capsys, "datasets")
     assert code == 0
-    assert [line.split()[0] for line in out.splitlines()[1:]] == ["digits", "fashion-mnist", "mnist"]
+    assert [line.split()[0] for line in out.splitlines()[1:]] == [
+        "cifar10", "digits", "emnist-digits", "emnist-letters", "fashion-mnist", "kmnist", "mnist", "folder:PATH"]
 
 
 def test_train_then_eval_from_the_command_line(capsys, tmp_path):

@@ -94,7 +94,8 @@ def test_completes_model_names(tmp_path):
 
 
 def test_completes_dataset_names(tmp_path):
-    assert complete("seqvision cv --dataset ", tmp_path)[0] == ["digits", "fashion-mnist", "mnist"]
+    assert complete("seqvision cv --dataset ", tmp_path)[0] == ["cifar10", "digits", "emnist-digits", "emnist-letters",
+                                                              "fashion-mnist", "kmnist", "mnist"]
 
 
 def test_completes_subcommands(tmp_path):

@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--out", type=Path, default=Path("runs/cv"), help="output folder [runs/cv]")
     _add_shared_train_options(cv, skip=frozenset())
 
+    _add_tune_parser(commands)
+
     predict = commands.add_parser("predict", help="classify your own pictures with a trained model",
                                   description="Classify PNG, JPEG, BMP, GIF, TIFF or WebP pictures (folders are "
                                               "searched recursively; - reads one picture from standard input). "
@@ -173,6 +175,31 @@ def _add_shared_train_options(parser: argparse.ArgumentParser, skip: frozenset[s
     groups["run"].add_argument("--no-progress", action="store_true", help="print nothing while training")
 
 
+def _add_tune_parser(commands: argparse._SubParsersAction) -> None:
+    """`seqvision tune`: its own options, the train options (given ones are held fixed), the search space."""
+    from seqvision.experiments.search_space import space_help
+
+    tune = commands.add_parser(
+        "tune", help="search hyper-parameters with Optuna; several processes can share one study",
+        description="Train one run per trial into OUT/trials/<number>/, scored by its lowest validation loss, "
+                    "and prune trials worse than the median. Writes OUT/best.yaml (for seqvision train --config) "
+                    "and OUT/study.html. Train options given here are held fixed; the others in the search "
+                    "space below are searched. Run the same command again, or on other machines with the same "
+                    "--storage, to continue or share the study.",
+        epilog="search space (architecture rows only for models that take the option):\n" + space_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    tune.add_argument("--trials", type=int, required=True, metavar="N",
+                      help="the study's total of answered (complete or pruned) trials, over all its processes; "
+                           "failed trials are made up for")
+    tune.add_argument("--storage", metavar="URL",
+                      help="Optuna database shared by the study's processes: sqlite:///PATH.db or "
+                           "postgresql://USER@HOST/DB [sqlite in OUT/study.db]")
+    tune.add_argument("--study-name", metavar="NAME", help="study to create or join [MODEL-DATASET]")
+    tune.add_argument("--out", type=Path, metavar="DIR", help="output folder [runs/tune-MODEL-DATASET]")
+    # A trial is one process's run: several processes share a study through --storage, not through DDP.
+    _add_shared_train_options(tune, skip=frozenset({"devices", "num_nodes", "strategy", "dist_timeout"}))
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
     names = {field.name for field in dataclasses.fields(TrainConfig)}
     return {name: value for name, value in vars(args).items() if name in names and value is not None}
@@ -212,6 +239,8 @@ def run_train(args: argparse.Namespace) -> int:
     config = load_preset(args.config) if args.config else None
     result = train(config, out=args.out, resume=args.resume, progress=not args.no_progress,
                    report=not args.no_report, **overrides)
+    if not result.tested:  # another process of a distributed run: process 0 reports
+        return 0
     print(format_metrics(result.test_metrics))
     written = "history.csv, curves.png, summary.txt, test_metrics.json, checkpoints/"
     if not args.no_report:
@@ -266,6 +295,22 @@ def run_cv(args: argparse.Namespace) -> int:
                             **_overrides(args))
     print(result.summary.read_text(), end="")
     print(f"written: {result.summary} (and cv.json, cv.csv, fold*/ beside it)")
+    return 0
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    from seqvision.config import load_preset
+    from seqvision.experiments.tune import tune
+
+    config = load_preset(args.config) if args.config else None
+    result = tune(config, trials=args.trials, out=args.out, storage=args.storage, study_name=args.study_name,
+                  progress=not args.no_progress, **_overrides(args))
+    counts = ", ".join(f"{count} {state}" for state, count in result.counts.items() if count)
+    print(f"study {result.study_name} in {result.storage}: {counts}; this process ran {len(result.trials_run)}")
+    params = "  ".join(f"{name} {value:.3g}" if isinstance(value, float) else f"{name} {value}"
+                       for name, value in result.best_params.items())
+    print(f"best: trial {result.best_trial}, validation loss {result.best_value:.4f}  {params}")
+    print(f"written: {result.best_config} (seqvision train --config {result.best_config}), {result.page}")
     return 0
 
 
@@ -338,9 +383,11 @@ def run_datasets(args: argparse.Namespace) -> int:
     for name in dataset_names():
         spec = get_dataset(name)
         print(f"{name:<16}{'x'.join(map(str, spec.image_shape)):>8}{spec.num_classes:>9}  {spec.description}")
+    print(f"{'folder:PATH':<16}{'NxN':>8}{'folders':>9}  your own pictures, one sub-folder of PATH per class "
+          "(--image-size N, --colour grey|rgb)")
     return 0
 
 
 COMMANDS = {"train": run_train, "eval": run_eval, "report": run_report, "compare": run_compare, "cv": run_cv,
-            "predict": run_predict, "export": run_export, "serve": run_serve, "models": run_models,
+            "tune": run_tune, "predict": run_predict, "export": run_export, "serve": run_serve, "models": run_models,
             "presets": run_presets, "datasets": run_datasets}

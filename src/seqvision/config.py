@@ -31,6 +31,13 @@ Scheduler = Literal["none", "plateau", "cosine", "onecycle"]
 ValSplit = Literal["stratified", "last"]
 Normalise = Literal["standardise", "scale"]
 Accelerator = Literal["auto", "cpu", "gpu"]
+# Training on several processes (seqvision.training.distributed): one process, or Lightning's DDP.
+Strategy = Literal["auto", "ddp"]
+# Folder datasets (`--dataset folder:PATH`): how their pictures become images, and what to do with unreadable files.
+Colour = Literal["grey", "rgb"]
+BadImages = Literal["skip", "fail"]
+FOLDER_PREFIX = "folder:"
+FOLDER_OPTIONS = ("image_size", "colour", "split_file", "bad_images")
 
 GROUPS = ("data", "model", "optimisation", "run")
 # Architecture options whose default belongs to the model (None here): stacked-lstm has 50 units, cnn drops 0.5.
@@ -61,7 +68,7 @@ class TrainConfig:
     init: Init = option("torch", "model", "weight initialisation: PyTorch's, or Keras's (Glorot, orthogonal "
                                           "recurrent, forget bias 1)")
     epochs: int = option(12, "optimisation", "training epochs")
-    batch_size: int = option(128, "optimisation", "training batch size")
+    batch_size: int = option(128, "optimisation", "training batch size, per process when training on several")
     optimizer: Optimizer = option("adam", "optimisation", "adam is AdamW (decoupled weight decay)")
     lr: float = option(2e-3, "optimisation", "learning rate (the peak rate for onecycle)")
     weight_decay: float = option(0.0, "optimisation", "weight decay (decoupled for adam)")
@@ -79,19 +86,50 @@ class TrainConfig:
                                                          "only divided by 255 as the seed programs do")
     augment_shift: int = option(0, "data", "shift each training image by up to N pixels each way, new shifts "
                                            "every epoch (0: off; 2 is usual for MNIST)")
+    # Random transforms of training images besides the shifts (seqvision.data.augment), seeded like the shifts.
+    augment_rotate: float = option(0.0, "data", "rotate each training image by a random angle of up to DEG degrees "
+                                                "either way (0: off)", metavar="DEG")
+    augment_scale: float = option(0.0, "data", "scale each training image by a random factor in [1-F, 1+F] "
+                                               "(0: off; 0.1 is usual)", metavar="F")
+    augment_elastic: float = option(0.0, "data", "elastic distortion of strength ALPHA pixels: a random displacement "
+                                                 "field smoothed by a Gaussian, as Simard et al. did for digits (0: "
+                                                 "off; they used 34 with sigma 4)", metavar="ALPHA")
+    augment_elastic_sigma: float = option(4.0, "data", "smoothness of the elastic distortion: the std of its "
+                                                       "Gaussian, in pixels", metavar="SIGMA")
+    augment_flip: bool = option(False, "data", "mirror half of the training images left to right; only for "
+                                               "datasets whose classes survive a mirror (fashion-mnist, cifar10)")
     train_limit: int = option(0, "data", "use only the first N training images (0: all), for quick runs")
     test_limit: int = option(0, "data", "use only the first N test images (0: all)")
     cv_folds: int = option(0, None, "cross-validation: the training set in this many stratified folds (0: off)")
     cv_fold: int = option(0, None, "cross-validation: the fold held out as the test set")
     accelerator: Accelerator = option("auto", "run", "auto uses a GPU when one is visible, else the CPU")
+    # Several processes or machines (seqvision.training.distributed).
+    devices: int = option(1, "run", "processes per machine, one per GPU on GPUs (torchrun --nproc-per-node); "
+                                    "--batch-size is per process, the global batch is devices x nodes x batch size")
+    num_nodes: int = option(1, "run", "machines taking part (torchrun --nnodes)")
+    strategy: Strategy = option("auto", "run", "auto: one process, or DDP when devices x nodes > 1; ddp: Lightning's "
+                                               "DistributedDataParallel (gloo on the CPU, NCCL on GPUs)")
+    dist_timeout: int = option(600, "run", "seconds a process waits for the others in a collective step before it "
+                                           "stops with an error (a dead or stuck peer)", metavar="SECONDS")
     data_dir: str | None = option(None, "data", "dataset root (one folder per dataset) or a folder holding the "
                                                 "files [$SEQVISION_DATA, then ~/.cache/seqvision, then download]",
                                   metavar="DIR")
+    # Folder datasets only (seqvision.data.folder).
+    image_size: int = option(28, "data", "folder:PATH datasets: every picture is resized to N x N pixels")
+    colour: Colour = option("grey", "data", "folder:PATH datasets: read pictures as greyscale, or as RGB colour "
+                                            "(a row is then width x 3 values)")
+    split_file: str | None = option(None, "data", "folder:PATH datasets: reuse the train/test split of this split "
+                                                  "file (a run folder's split.json) [a seeded fifth of each class, "
+                                                  "or the folder's train/ and test/]", metavar="FILE")
+    bad_images: BadImages = option("skip", "data", "folder:PATH datasets: skip unreadable picture files with a "
+                                                   "warning that counts them, or refuse to train")
 
     def __post_init__(self) -> None:
         # The API takes a pathlib.Path as readily as a string; the saved YAML holds a string.
         if self.data_dir is not None:
             self.data_dir = os.fspath(self.data_dir)
+        if self.split_file is not None:
+            self.split_file = os.fspath(self.split_file)
 
     def validate(self) -> TrainConfig:
         """Reject values that cannot train, before any data is loaded or any file written."""
@@ -111,9 +149,37 @@ class TrainConfig:
                               f"{self.cv_fold} of {self.cv_folds}.")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"--val-fraction must be in (0, 1), got {self.val_fraction}.")
+        self._check_augment_options()
         for name in CHOICES:
             check_choice(name, getattr(self, name))
+        self._check_folder_options()
+        self._check_distributed_options()
         return self
+
+    def _check_augment_options(self) -> None:
+        if not 0 <= self.augment_rotate <= 180:
+            raise ConfigError(f"--augment-rotate must be in [0, 180] degrees, got {self.augment_rotate}.")
+        if not 0 <= self.augment_scale < 1:
+            raise ConfigError(f"--augment-scale must be in [0, 1), got {self.augment_scale}: the smallest factor "
+                              "is 1 minus it.")
+        if self.augment_elastic < 0 or not self.augment_elastic_sigma > 0:
+            raise ConfigError(f"--augment-elastic must be zero (off) or positive and --augment-elastic-sigma "
+                              f"positive, got {self.augment_elastic} and {self.augment_elastic_sigma}.")
+
+    def _check_folder_options(self) -> None:
+        if not self.image_size > 0:
+            raise ConfigError(f"--image-size must be positive, got {self.image_size}.")
+        if self.dataset.startswith(FOLDER_PREFIX):
+            return
+        given = [name for name in FOLDER_OPTIONS if getattr(self, name) != getattr(DEFAULTS, name)]
+        if given:
+            raise ConfigError(f"--{flag(given[0])} applies to folder datasets (--dataset folder:PATH) only; "
+                              f"{self.dataset} has its own image size and colours: drop --{flag(given[0])}.")
+
+    def _check_distributed_options(self) -> None:
+        for name in ("devices", "num_nodes", "dist_timeout"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"--{flag(name)} must be positive, got {getattr(self, name)}.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

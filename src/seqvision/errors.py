@@ -54,3 +54,11 @@ class ImageError(SeqvisionError, ValueError):
 
 class BlankImageError(ImageError):
     """A picture holds no ink (no digit) to classify; reported as such rather than guessed."""
+
+
+class PeerLostError(SeqvisionError):
+    """Another process of a distributed run died or stopped answering; the run is incomplete but resumable."""
+
+
+class StudyStorageError(SeqvisionError):
+    """The storage of a hyper-parameter study (an Optuna database URL) cannot be opened or holds another study."""

@@ -6,9 +6,10 @@ from seqvision.errors import DatasetError
 
 
 def test_registry():
-    assert dataset_names() == ["digits", "fashion-mnist", "mnist"]
+    names = ["cifar10", "digits", "emnist-digits", "emnist-letters", "fashion-mnist", "kmnist", "mnist"]
+    assert dataset_names() == names
     assert get_dataset("mnist").image_shape == (28, 28)
-    with pytest.raises(DatasetError, match="unknown dataset 'cifar'; available datasets: digits, fashion-mnist, mnist"):
+    with pytest.raises(DatasetError, match=f"unknown dataset 'cifar'; available datasets: {', '.join(names)}"):
         get_dataset("cifar")
 
 

@@ -203,3 +203,18 @@ def test_seed_presets_exist():
 def test_unknown_preset_lists_the_presets():
     with pytest.raises(ConfigError, match=r"no config file 'seed-9' .*presets: .*seed-000-lstm"):
         load_preset("seed-9")
+
+
+COLOUR = (9, 7, 3)  # unequal sides, so a swapped height and width cannot pass
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_every_model_reads_colour_images_and_names_the_layout_it_expects(name):
+    model = build_model(TrainConfig(model=name), COLOUR, 10).eval()
+    assert model(torch.rand(5, *COLOUR)).shape == (5, 10)
+    with pytest.raises(InputShapeError, match=r"shaped \('batch', 9, 7, 3\), got \(5, 9, 7\).*9x7 colour images; "
+                                              r"pass \(batch, height, width, channels\)"):
+        model(torch.rand(5, 9, 7))
+    # channels first, as torchvision gives them, is refused rather than read as 3 rows of 9 x 7
+    with pytest.raises(InputShapeError, match=r"got \(5, 3, 9, 7\)"):
+        model(torch.rand(5, 3, 9, 7))

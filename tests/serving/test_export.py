@@ -48,6 +48,13 @@ FAMILIES = [
     pytest.param({"model": "lstm", "hidden": 16, "scan": "pixels"}, (8, 8), id="lstm-pixels"),
     pytest.param({"model": "gru", "hidden": 8, "scan": "permuted-pixels"}, (8, 8), id="gru-permuted-pixels",
                  marks=SLOW),
+    # colour images (H, W, 3), channels last
+    pytest.param({"model": "lstm", "hidden": 16, "scan": "columns"}, (10, 8, 3), id="lstm-columns-colour"),
+    pytest.param({"model": "cnn"}, (10, 8, 3), id="cnn-colour"),
+    pytest.param({"model": "cnn-lstm", "hidden": 16}, (10, 8, 3), id="cnn-lstm-colour"),
+    pytest.param({"model": "gru", "hidden": 8, "scan": "permuted-pixels"}, (6, 6, 3), id="gru-permuted-colour",
+                 marks=SLOW),
+    pytest.param({"model": "renet", "hidden": 8}, (10, 8, 3), id="renet-colour", marks=SLOW),
 ]
 
 

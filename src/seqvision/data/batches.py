@@ -3,15 +3,16 @@ three streams of them a run uses: train, validation, test."""
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from seqvision.config import TrainConfig
+from seqvision.data.augment import Augmentation, Warp, apply_warp, batch_generator
 from seqvision.data.splits import ImageSplits, stratified_split
 from seqvision.errors import ConfigError
 
@@ -47,26 +48,39 @@ class InMemoryBatches:
 
     With `max_shift` N > 0, every image of a batch is moved by its own random offset of up to N pixels
     in each direction, the uncovered border filled with background (0): the classic MNIST augmentation.
-    The offsets are seeded by (seed, epoch, batch), so a resumed epoch sees the same shifts.
+    The offsets are seeded by (seed, epoch, batch), so a resumed epoch sees the same shifts. With `augment`,
+    every image is then also rotated, scaled, distorted or mirrored (seqvision.data.augment), seeded alike.
+
+    Under distributed training `shard(rank, world_size)` makes it yield only that process's part of each
+    global batch of `world_size * batch_size` images (`shard_indices`); batch numbers and `batches_done`
+    then count global batches, the same on every process.
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, normalisation: Normalisation, *,
-                 shuffle: bool = False, seed: int = 0, max_shift: int = 0) -> None:
+                 shuffle: bool = False, seed: int = 0, max_shift: int = 0,
+                 augment: Augmentation | None = None) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        if not 0 <= max_shift < min(images.shape[1:]):
+        if not 0 <= max_shift < min(images.shape[1:3]):
             raise ConfigError(f"--augment-shift {max_shift} does not fit {images.shape[1]}x{images.shape[2]} "
                               "images; choose a shift smaller than the image side (2 suits MNIST).")
-        # np.require copies only arrays torch cannot share: read-only buffers (np.frombuffer), strided views.
-        self.images = torch.from_numpy(np.require(images, np.uint8, ["C", "W"]))
+        self.images = self.hold(images)
         self.labels = torch.from_numpy(np.require(labels, np.int64, ["C", "W"]))
         self.batch_size = batch_size
         self.normalisation = normalisation
         self.shuffle = shuffle
         self.seed = seed
         self.max_shift = max_shift
+        self.augment = augment
         self.epoch = 0
         self.batches_done = 0
+        self.shard(rank=0, world_size=1)
+
+    @staticmethod
+    def hold(images: np.ndarray) -> torch.Tensor:
+        """The pixels as the uint8 tensor batches are gathered from (indexed by `batch`)."""
+        # np.require copies only arrays torch cannot share: read-only buffers (np.frombuffer), strided views.
+        return torch.from_numpy(np.require(images, np.uint8, ["C", "W"]))
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
@@ -78,10 +92,30 @@ class InMemoryBatches:
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self.batches_done = state["epoch"], state["batches_done"]
 
+    def shard(self, rank: int, world_size: int) -> None:
+        """Yield from now on only process `rank`'s part of every global batch (see `shard_indices`)."""
+        if world_size > 1 and len(self.labels) < world_size:
+            raise ConfigError(f"a split of {len(self.labels)} images cannot give each of {world_size} processes a "
+                              "batch; use fewer processes (--devices, --num-nodes) or more images.")
+        self.rank, self.world_size = rank, world_size
+        self.bounds = global_batch_bounds(len(self.labels), batch_size=self.batch_size, world_size=world_size)
+
+    def global_batch_size(self, number: int) -> int:
+        """Images in batch `number` summed over all processes."""
+        start, end = self.bounds[number]
+        return end - start
+
     def __len__(self) -> int:
-        return math.ceil(len(self.labels) / self.batch_size)
+        return len(self.bounds)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        first = self.batches_done  # planned_batches resumes from here
+        for number, (index, shifts) in enumerate(self.planned_batches(), start=first):
+            yield self.batch(index, shifts, self.warp_of(number))
+
+    def planned_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """(sample indices, shifts) of this epoch's batches still to come, in order; the streaming loader
+        (seqvision.data.streaming) decodes the same batches from files."""
         count = len(self.labels)
         if self.shuffle:
             generator = torch.Generator().manual_seed(self._epoch_key())
@@ -89,9 +123,13 @@ class InMemoryBatches:
         else:
             order = torch.arange(count)
         first, self.batches_done = self.batches_done, 0
+        shards = shard_indices(order, self.batch_size, self.rank, self.world_size)
         for number in range(first, len(self)):
-            index = order[number * self.batch_size:(number + 1) * self.batch_size]
-            yield self.batch(index, self._shifts(number, len(index)))
+            start, end = self.bounds[number]
+            # Shifts are drawn for the whole global batch, so each image moves as it would in one process.
+            shifts = self._shifts(number, end - start)
+            part = rank_slice(end - start, self.rank, self.world_size)
+            yield shards[number], None if shifts is None else shifts[part]
 
     def _epoch_key(self) -> int:
         """One number per (seed, epoch): the root of that epoch's shuffle and of its batches' shifts."""
@@ -103,27 +141,74 @@ class InMemoryBatches:
         generator = torch.Generator().manual_seed(self._epoch_key() * 100_003 + number)
         return torch.randint(-self.max_shift, self.max_shift + 1, (size, 2), generator=generator)
 
-    def batch(self, index: torch.Tensor | np.ndarray,
-              shifts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The samples at `index`, each moved by its (down, right) row of `shifts` if given, then normalised:
-        images (B, H, W) float, labels (B,)."""
+    def warp_of(self, number: int) -> Warp | None:
+        """Batch `number`'s random rotations, scalings, distortions and flips (`augment`), drawn like the shifts
+        for the whole global batch, this process's part of them; None without augmentation."""
+        if self.augment is None:
+            return None
+        start, end = self.bounds[number]
+        drawn = self.augment.draw(end - start, self.images.shape[1], self.images.shape[2],
+                                  batch_generator(self.seed, self.epoch, number))
+        return drawn.select(rank_slice(end - start, self.rank, self.world_size))
+
+    def batch(self, index: torch.Tensor | np.ndarray, shifts: torch.Tensor | None = None,
+              warp: Warp | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The samples at `index`, each moved by its (down, right) row of `shifts` if given, then resampled
+        through `warp` if given, then normalised: images (B, H, W) or (B, H, W, C) float, labels (B,)."""
         index = torch.as_tensor(index)
         images = self.images[index]
         if shifts is not None:
             images = shift_images(images, shifts)
+        if warp is not None:
+            images = apply_warp(images, warp)
         return self.normalisation.apply(images), self.labels[index]
 
 
 def shift_images(images: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     """Move image i down by shifts[i, 0] and right by shifts[i, 1] pixels (negative: up, left), filling with 0."""
-    # images (B, H, W), shifts (B, 2) -> (B, H, W): one gather from a zero-padded copy, no per-image loop
+    # images (B, H, W) or (B, H, W, C), shifts (B, 2) -> the same shape: one gather from a zero-padded copy, no
+    # per-image loop; a colour image's channels move together
     margin = int(shifts.abs().max()) if len(shifts) else 0
-    count, height, width = images.shape
-    padded = torch.nn.functional.pad(images, (margin, margin, margin, margin))
+    count, height, width = images.shape[:3]
+    channels_pad = (0, 0) if images.dim() == 4 else ()
+    padded = torch.nn.functional.pad(images, (*channels_pad, margin, margin, margin, margin))
     rows = torch.arange(height) + (margin - shifts[:, :1])
     cols = torch.arange(width) + (margin - shifts[:, 1:])
     return padded[torch.arange(count)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
+
+# Sharding for training on several processes: pure arithmetic on positions in an epoch's order, shared by every
+# loader that feeds seqvision's distributed training.
+def global_batch_bounds(count: int, batch_size: int, world_size: int) -> list[tuple[int, int]]:
+    """(start, end) positions in an epoch's order of each global batch of `world_size * batch_size` samples.
+
+    The last global batch may be smaller; one with fewer samples than processes joins the batch before it, so
+    that splitting it can never leave a process with an empty batch. With one process these are the usual
+    batches of `batch_size`.
+    """
+    starts = list(range(0, count, world_size * batch_size))
+    if len(starts) > 1 and count - starts[-1] < world_size:
+        starts.pop()
+    return list(zip(starts, [*starts[1:], count], strict=True))
+
+
+def rank_slice(size: int, rank: int, world_size: int) -> slice:
+    """Process `rank`'s part of a global batch of `size` samples: contiguous, sizes differing by at most one."""
+    base, extra = divmod(size, world_size)
+    first = rank * base + min(rank, extra)
+    return slice(first, first + base + (rank < extra))
+
+
+def shard_indices(order: torch.Tensor, batch_size: int, rank: int, world_size: int) -> list[torch.Tensor]:
+    """Process `rank`'s batches of one epoch, cut from `order`, the epoch's sample order that every process draws
+    alike (the same seeded permutation).
+
+    Each global batch (`global_batch_bounds`) is split among the processes (`rank_slice`): together the shards
+    hold every sample of `order` exactly once, every process gets the same number of batches (DDP waits for all
+    of them at every step) and none gets an empty one, provided `len(order) >= world_size`.
+    """
+    return [order[start:end][rank_slice(end - start, rank, world_size)]
+            for start, end in global_batch_bounds(len(order), batch_size, world_size)]
 
 
 @dataclass
@@ -151,9 +236,10 @@ def split_batches(config: TrainConfig, splits: ImageSplits) -> RunBatches:
         train_images, train_labels = train_images[keep], train_labels[keep]
     normalisation = Normalisation.of(train_images) if config.normalise == "standardise" else Normalisation(0.0, 1.0)
     return RunBatches(
-        train=InMemoryBatches(train_images, train_labels, config.batch_size, normalisation,
-                              shuffle=True, seed=config.seed, max_shift=config.augment_shift),
-        val=InMemoryBatches(val_images, val_labels, EVAL_BATCH_SIZE, normalisation),
+        train=batches_of(train_images, train_labels, config.batch_size, normalisation,
+                         shuffle=True, seed=config.seed, max_shift=config.augment_shift,
+                         augment=Augmentation.from_config(config)),
+        val=batches_of(val_images, val_labels, EVAL_BATCH_SIZE, normalisation),
         test=eval_batches(test_images, test_labels, normalisation),
         normalisation=normalisation,
     )
@@ -183,4 +269,15 @@ def validation_split(labels: np.ndarray, config: TrainConfig) -> tuple[np.ndarra
 
 
 def eval_batches(images: np.ndarray, labels: np.ndarray, normalisation: Normalisation) -> InMemoryBatches:
-    return InMemoryBatches(images, labels, EVAL_BATCH_SIZE, normalisation)
+    return batches_of(images, labels, EVAL_BATCH_SIZE, normalisation)
+
+
+def batches_of(images: np.ndarray, labels: np.ndarray, batch_size: int, normalisation: Normalisation,
+               **options: Any) -> InMemoryBatches:
+    """Batches of images held in memory, or of a folder too large to hold (seqvision.data.streaming.FileImages),
+    decoded from its files by DataLoader workers in the same order."""
+    from seqvision.data.streaming import FileImages, StreamingBatches
+
+    if isinstance(images, FileImages):
+        return StreamingBatches(images, labels, batch_size, normalisation, **options)
+    return InMemoryBatches(images, labels, batch_size, normalisation, **options)

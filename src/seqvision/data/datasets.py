@@ -1,4 +1,5 @@
-"""The registered datasets: MNIST and Fashion-MNIST from IDX files, and scikit-learn's bundled 8x8 digits."""
+"""The registered datasets: MNIST and Fashion-MNIST from IDX files, scikit-learn's bundled 8x8 digits, and the
+releases of KMNIST, EMNIST (digits, letters) and CIFAR-10 (seqvision.data.releases reads their formats)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import numpy as np
 
 from seqvision.data.idx import parse_idx
 from seqvision.data.registry import register_dataset
-from seqvision.data.sources import RemoteFile, locate_files, read_verified
+from seqvision.data.releases import CifarRelease, EmnistSplit, GzIdxRelease, idx_pair
+from seqvision.data.sources import PublishedFile, RemoteFile, locate_files, read_verified
 from seqvision.data.splits import ImageSplits, stratified_split
-from seqvision.errors import DatasetError
 
 
 @dataclass(frozen=True)
@@ -30,16 +31,9 @@ class IdxDataset:
         files = (self.train_images, self.train_labels, self.test_images, self.test_labels)
         paths = locate_files(self.name, files, self.mirrors, data_dir)
         arrays = [parse_idx(read_verified(path, remote), path) for path, remote in zip(paths, files, strict=True)]
-        for images, labels, images_path, labels_path in ((arrays[0], arrays[1], paths[0], paths[1]),
-                                                         (arrays[2], arrays[3], paths[2], paths[3])):
-            if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-                raise DatasetError(f"{images_path} {images.shape} and {labels_path} {labels.shape} do not pair up "
-                                   "as (N, H, W) images with N labels.")
-            if labels.max(initial=0) >= self.num_classes:
-                raise DatasetError(f"{labels_path} has label {labels.max()}, outside 0..{self.num_classes - 1}.")
-        return ImageSplits(self.name, arrays[0].astype(np.uint8), arrays[1].astype(np.int64),
-                           arrays[2].astype(np.uint8), arrays[3].astype(np.int64), self.num_classes,
-                           str(paths[0].parent))
+        train = idx_pair(arrays[0], arrays[1], paths[0:2], self.num_classes)
+        test = idx_pair(arrays[2], arrays[3], paths[2:4], self.num_classes)
+        return ImageSplits(self.name, *train, *test, self.num_classes, str(paths[0].parent))
 
 
 MNIST = IdxDataset(
@@ -72,7 +66,7 @@ FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 
 
 @register_dataset("fashion-mnist", image_shape=(28, 28), num_classes=10, box_fraction=1.0, classes=FASHION_CLASSES,
-                  description="Zalando clothing images, a drop-in replacement for MNIST")
+                  mirror_invariant=True, description="Zalando clothing images, a drop-in replacement for MNIST")
 def load_fashion_mnist(data_dir: Path | None) -> ImageSplits:
     return FASHION_MNIST.load(data_dir)
 
@@ -93,3 +87,86 @@ def load_digits(data_dir: Path | None) -> ImageSplits:
     train, test = stratified_split(labels, DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED)
     return ImageSplits("digits", images[train], labels[train], images[test], labels[test], 10,
                        "scikit-learn bundled digits")
+
+
+# Kuzushiji-MNIST (github.com/rois-codh/kmnist): the md5s of the four published .gz files.
+KMNIST = GzIdxRelease(
+    "kmnist",
+    (PublishedFile("train-images-idx3-ubyte.gz", "bdb82020997e1d708af4cf47b453dcf7"),
+     PublishedFile("train-labels-idx1-ubyte.gz", "e144d726b3acfaa3e44228e80efcd344"),
+     PublishedFile("t10k-images-idx3-ubyte.gz", "5c965bf0a639b31b8f53240b1b52f4d7"),
+     PublishedFile("t10k-labels-idx1-ubyte.gz", "7320c461ea6c1c855c0b718fb2a4b134")),
+    mirrors=("https://codh.rois.ac.jp/kmnist/dataset/kmnist/", "http://codh.rois.ac.jp/kmnist/dataset/kmnist/"),
+    counts=(60000, 10000),
+)
+# One hiragana from each row of the syllabary, romanised, in label order (kmnist_classmap.csv: U+304A お for 0 ...).
+KMNIST_CLASSES = ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")
+
+
+@register_dataset("kmnist", image_shape=(28, 28), num_classes=10, box_fraction=1.0, classes=KMNIST_CLASSES,
+                  description="Kuzushiji-MNIST: cursive Japanese hiragana, 60k train + 10k test")
+def load_kmnist(data_dir: Path | None) -> ImageSplits:
+    return KMNIST.load(data_dir)
+
+
+# EMNIST (NIST Special Database 19 as MNIST-style 28x28 images): one published gzip.zip holding every split as
+# gzipped IDX files; the md5 of the zip is NIST's, those of the files inside it are the ones other toolkits check.
+EMNIST_ARCHIVE = PublishedFile("gzip.zip", "58c8d27c78d21e728a6bc7b3cc06412e")
+EMNIST_MIRRORS = ("https://biometrics.nist.gov/cs_links/EMNIST/",)
+# EMNIST centres each character in a 2-pixel border, filling 24 of the 28 pixels of the side.
+EMNIST_BOX_FRACTION = 24 / 28
+
+
+def emnist_members(split: str, md5s: tuple[str, str, str, str]) -> tuple[PublishedFile, ...]:
+    names = ("train-images-idx3", "train-labels-idx1", "test-images-idx3", "test-labels-idx1")
+    return tuple(PublishedFile(f"emnist-{split}-{name}-ubyte.gz", md5) for name, md5 in zip(names, md5s, strict=True))
+
+
+EMNIST_DIGITS = EmnistSplit(
+    "emnist-digits", EMNIST_ARCHIVE,
+    emnist_members("digits", ("d2662ecdc47895a6bbfce25de9e9a677", "2223fcfee618ac9c89ef20b6e48bcf9e",
+                              "a159b8b3bd6ab4ed4793c1cb71a2f5cc", "8afde66ea51d865689083ba6bb779fac")),
+    EMNIST_MIRRORS, counts=(240000, 40000), num_classes=10,
+)
+EMNIST_LETTERS = EmnistSplit(
+    "emnist-letters", EMNIST_ARCHIVE,
+    emnist_members("letters", ("8795078f199c478165fe18db82625747", "c16de4f1848ddcdddd39ab65d2a7be52",
+                               "382093a19703f68edac6d01b8dfdfcad", "d4108920cd86601ec7689a97f2de7f59")),
+    EMNIST_MIRRORS, counts=(124800, 20800), num_classes=26, first_label=1,
+)
+# Upper and lower case of each letter are one class.
+LETTER_CLASSES = tuple(f"{chr(ord('A') + index)}/{chr(ord('a') + index)}" for index in range(26))
+
+
+@register_dataset("emnist-digits", image_shape=(28, 28), num_classes=10, box_fraction=EMNIST_BOX_FRACTION,
+                  description="EMNIST handwritten digits, 240k train + 40k test")
+def load_emnist_digits(data_dir: Path | None) -> ImageSplits:
+    return EMNIST_DIGITS.load(data_dir)
+
+
+@register_dataset("emnist-letters", image_shape=(28, 28), num_classes=26, box_fraction=EMNIST_BOX_FRACTION,
+                  classes=LETTER_CLASSES,
+                  description="EMNIST handwritten letters (A and a one class), 124.8k train + 20.8k test")
+def load_emnist_letters(data_dir: Path | None) -> ImageSplits:
+    return EMNIST_LETTERS.load(data_dir)
+
+
+# CIFAR-10 (www.cs.toronto.edu/~kriz/cifar.html): the md5 of the published archive, and of each batch in it.
+CIFAR_FOLDER = "cifar-10-batches-py"
+CIFAR10 = CifarRelease(
+    "cifar10",
+    PublishedFile("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),
+    tuple(PublishedFile(f"{CIFAR_FOLDER}/data_batch_{number}", md5) for number, md5 in enumerate(
+        ("c99cafc152244af753f735de768cd75f", "d4bba439e000b95fd0a9bffe97cbabec", "54ebc095f3ab1f0389bbae665268c751",
+         "634d18415352ddfa80567beed471001a", "482c414d41f54cd18b22e5b47cb7c3cb"), start=1)),
+    PublishedFile(f"{CIFAR_FOLDER}/test_batch", "40351d587109b95175f43aff81a1287e"),
+    mirrors=("https://www.cs.toronto.edu/~kriz/",),
+    counts=(50000, 10000),
+)
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+@register_dataset("cifar10", image_shape=(32, 32, 3), num_classes=10, box_fraction=1.0, classes=CIFAR10_CLASSES,
+                  mirror_invariant=True, description="colour photos of 10 kinds of object, 50k train + 10k test")
+def load_cifar10(data_dir: Path | None) -> ImageSplits:
+    return CIFAR10.load(data_dir)

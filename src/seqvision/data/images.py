@@ -5,11 +5,15 @@ antialiasing) and placing it in a 28x28 field so that its centre of mass lies at
 trained on it has only ever seen light ink on a black background, cropped, scaled and centred that way,
 so a raw picture has to be brought into the same form before it is classified.
 
+That centring suits greyscale digits and objects on a plain background. Colour images (photographs such as
+CIFAR-10's) and the user's own folder datasets are not made that way: their pictures are taken whole, converted
+to RGB or greyscale and resized (`resized`), exactly as `seqvision.data.folder` makes a folder's images.
+
 `prepare` is the one path from uploaded bytes to that array, shared by `seqvision predict`, the HTTP API
 and the drawing page. The module uses numpy and Pillow only, so a server can import it cheaply.
 
-Conventions: arrays are uint8 (height, width); the centre of an H x W field is ((H - 1) / 2, (W - 1) / 2)
-in pixel indices, i.e. (13.5, 13.5) for 28x28.
+Conventions: arrays are uint8 (height, width), or (height, width, 3) for colour; the centre of an H x W field
+is ((H - 1) / 2, (W - 1) / 2) in pixel indices, i.e. (13.5, 13.5) for 28x28.
 """
 
 from __future__ import annotations
@@ -126,6 +130,33 @@ def to_greyscale(image: Image.Image) -> np.ndarray:
     return np.asarray(on_white, dtype=np.uint8).copy()
 
 
+def to_rgb(image: Image.Image) -> np.ndarray:
+    """The picture as a uint8 (height, width, 3) RGB array, transparency composited on white as a page shows it.
+    16-bit and floating-point pictures (greyscale modes) are scaled as `to_greyscale` scales them."""
+    if image.mode.startswith("I") or image.mode == "F":
+        return np.repeat(to_greyscale(image)[..., None], 3, axis=2)
+    try:
+        rgba = image.convert("RGBA")
+    except ValueError as error:
+        raise ImageError(f"cannot convert a picture in colour mode {image.mode} to RGB ({_one_line(error)}); "
+                         "save it as an RGB or greyscale picture.") from None
+    on_white = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), rgba)
+    return np.asarray(on_white.convert("RGB"), dtype=np.uint8).copy()
+
+
+def resized(pixels: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
+    """The whole picture, greyscale (H, W) or RGB (H, W, 3), resized to image_shape's height and width.
+
+    The aspect ratio is not kept: nothing is cropped and no padding colour is invented (a photograph has no
+    background to pad with); a picture far from square is stretched. Bilinear filtering over the whole area
+    each output pixel covers, so a large picture is averaged down rather than sampled.
+    """
+    height, width = _check_shape(image_shape[:2])
+    if pixels.shape[:2] == (height, width):
+        return pixels
+    return np.asarray(Image.fromarray(pixels).resize((width, height), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
 def mnist_style(grey: np.ndarray, image_shape: tuple[int, int] = (28, 28), *,
                 box_fraction: float = MNIST_BOX_FRACTION) -> np.ndarray:
     """Make a greyscale picture look like an MNIST digit: light ink on 0, fitted into 20/28 of the field, centred.
@@ -182,23 +213,34 @@ def mnist_style(grey: np.ndarray, image_shape: tuple[int, int] = (28, 28), *,
     return _to_uint8(field * (255.0 / float(field.max())))
 
 
-def as_is(grey: np.ndarray, image_shape: tuple[int, int]) -> np.ndarray:
+def as_is(pixels: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
     """The picture unchanged, for `--no-preprocess`: it must already have the model's size (and polarity)."""
-    grey = _check_grey(grey)
-    height, width = _check_shape(image_shape)
-    if grey.shape != (height, width):
-        raise ImageError(f"the picture is {grey.shape[0]}x{grey.shape[1]} pixels (height x width) but the model "
-                         f"expects {height}x{width}; drop --no-preprocess to crop, scale and centre it "
+    if len(image_shape) == 2:
+        pixels = _check_grey(pixels)
+    height, width = _check_shape(image_shape[:2])
+    if pixels.shape[:2] != (height, width):
+        raise ImageError(f"the picture is {pixels.shape[0]}x{pixels.shape[1]} pixels (height x width) but the model "
+                         f"expects {height}x{width}; drop --no-preprocess to fit it to the model "
                          f"automatically, or resize it to {height}x{width} yourself.")
-    return grey
+    return pixels
 
 
-def prepare(data: bytes, image_shape: tuple[int, int], *, preprocess: bool = True,
-            box_fraction: float = MNIST_BOX_FRACTION, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def prepare(data: bytes, image_shape: tuple[int, ...], *, preprocess: bool = True,
+            box_fraction: float = MNIST_BOX_FRACTION, whole: bool = False,
+            max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Bytes of a picture -> the uint8 array of image_shape a model takes; the one path every front end uses.
-    `box_fraction` is the part of the side the dataset's objects fill (DatasetSpec.box_fraction)."""
-    grey = to_greyscale(read_image(data, max_pixels=max_pixels))
-    return mnist_style(grey, image_shape, box_fraction=box_fraction) if preprocess else as_is(grey, image_shape)
+
+    Greyscale models get the MNIST treatment (`mnist_style`), with `box_fraction` the part of the side the
+    dataset's objects fill (DatasetSpec.box_fraction). Colour models (image_shape (H, W, 3)) and, with `whole`,
+    models of folder datasets get the whole picture `resized`, as their training images were made."""
+    image = read_image(data, max_pixels=max_pixels)
+    colour = len(image_shape) == 3
+    pixels = to_rgb(image) if colour else to_greyscale(image)
+    if not preprocess:
+        return as_is(pixels, image_shape)
+    if colour or whole:
+        return resized(pixels, image_shape)
+    return mnist_style(pixels, image_shape, box_fraction=box_fraction)
 
 
 def _one_line(error: object) -> str:

@@ -9,7 +9,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class ImageSplits:
-    """The official train and test parts of a dataset: uint8 images (N, H, W) and int64 labels (N,)."""
+    """The official train and test parts of a dataset: uint8 images (N, H, W), or (N, H, W, 3) in colour, and int64
+    labels (N,)."""
 
     name: str
     train_images: np.ndarray
@@ -20,7 +21,7 @@ class ImageSplits:
     source: str
 
     @property
-    def image_shape(self) -> tuple[int, int]:
+    def image_shape(self) -> tuple[int, ...]:
         return tuple(self.train_images.shape[1:])
 
 

@@ -42,9 +42,11 @@ def loss_and_accuracy(predictions: Predictions) -> dict[str, Any]:
 def load_test_split(run: RunFolder, data_dir: str | os.PathLike[str] | None = None) -> InMemoryBatches:
     """The test split the run was evaluated on, refusing data whose image size differs from the run's."""
     from seqvision.data import load_dataset
+    from seqvision.data.folder import with_run_split
 
     config, info = run.load_config(), run.read_info()
-    splits = load_dataset(config.dataset, data_dir if data_dir is not None else config.data_dir)
+    splits = load_dataset(config.dataset, data_dir if data_dir is not None else config.data_dir,
+                          with_run_split(config, run.path))
     if tuple(splits.image_shape) != tuple(info["image_shape"]):
         raise RunFolderError(f"dataset {config.dataset} now has {splits.image_shape} images but the run was trained "
                              f"on {tuple(info['image_shape'])}; point --data-dir at the data it was trained on.")

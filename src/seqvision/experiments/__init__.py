@@ -1,1 +1,2 @@
-"""Experiments drive training and evaluation: train-then-test (`seqvision.train`), compare, cross-validate."""
+"""Experiments drive training and evaluation: train-then-test (`seqvision.train`), compare, cross-validate,
+and tune hyper-parameters (Optuna)."""

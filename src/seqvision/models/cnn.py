@@ -10,7 +10,7 @@ from torch import nn
 
 from seqvision.config import TrainConfig
 from seqvision.models.registry import register_model, with_defaults
-from seqvision.models.scan import check_image_batch
+from seqvision.models.scan import channels_first, check_image_batch, image_channels
 
 
 def pooled_size(size: int, pools: int) -> int:
@@ -28,12 +28,12 @@ class ConvClassifier(nn.Module):
     scans: ClassVar[tuple[str, ...]] = ("rows",)
     options: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, image_shape: tuple[int, int], num_classes: int, *, dropout: float | None = None) -> None:
+    def __init__(self, image_shape: tuple[int, ...], num_classes: int, *, dropout: float | None = None) -> None:
         super().__init__()
         (dropout,) = with_defaults(self.defaults, dropout=dropout)
         self.image_shape = tuple(image_shape)
         self.features = nn.Sequential(
-            nn.Conv2d(1, 32, 5, padding="same"), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
+            nn.Conv2d(image_channels(image_shape), 32, 5, padding="same"), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
             nn.Conv2d(32, 64, 5, padding="same"), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
         )
         flat = 64 * pooled_size(image_shape[0], 2) * pooled_size(image_shape[1], 2)
@@ -42,10 +42,10 @@ class ConvClassifier(nn.Module):
         )
 
     @classmethod
-    def from_config(cls, config: TrainConfig, image_shape: tuple[int, int], num_classes: int) -> ConvClassifier:
+    def from_config(cls, config: TrainConfig, image_shape: tuple[int, ...], num_classes: int) -> ConvClassifier:
         return cls(image_shape, num_classes, dropout=config.dropout)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        # images (B, H, W) -> (B, 1, H, W) -> features (B, 64, H/4, W/4) -> logits (B, C)
+        # images (B, H, W) or (B, H, W, C) -> (B, 1 or C, H, W) -> features (B, 64, H/4, W/4) -> logits (B, classes)
         check_image_batch(images, self.image_shape)
-        return self.classifier(self.features(images.unsqueeze(1)))
+        return self.classifier(self.features(channels_first(images)))

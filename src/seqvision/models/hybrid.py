@@ -16,7 +16,7 @@ from seqvision.config import TrainConfig
 from seqvision.models.cnn import pooled_size
 from seqvision.models.pooling import sequence_pooling
 from seqvision.models.registry import register_model, with_defaults
-from seqvision.models.scan import check_image_batch
+from seqvision.models.scan import channels_first, check_image_batch, image_channels
 
 
 def conv_block(in_channels: int, channels: int) -> nn.Sequential:
@@ -36,14 +36,14 @@ class ConvLSTMClassifier(nn.Module):
     scans: ClassVar[tuple[str, ...]] = ("rows", "columns")
     options: ClassVar[tuple[str, ...]] = ("pooling",)
 
-    def __init__(self, image_shape: tuple[int, int], num_classes: int, *, hidden: int | None = None,
+    def __init__(self, image_shape: tuple[int, ...], num_classes: int, *, hidden: int | None = None,
                  dropout: float | None = None, scan: str = "rows", pooling: str = "last") -> None:
         super().__init__()
         hidden, dropout = with_defaults(self.defaults, hidden=hidden, dropout=dropout)
         self.image_shape = tuple(image_shape)
         self.by_columns = scan == "columns"
-        self.features = nn.Sequential(conv_block(1, 32), conv_block(32, 64))
-        height, width = (pooled_size(side, 2) for side in image_shape)
+        self.features = nn.Sequential(conv_block(image_channels(image_shape), 32), conv_block(32, 64))
+        height, width = (pooled_size(side, 2) for side in image_shape[:2])
         step_width = 64 * (height if self.by_columns else width)
         self.embed = nn.Sequential(nn.Linear(step_width, 128), nn.ReLU())
         self.embed_norm = nn.BatchNorm1d(128)
@@ -53,14 +53,15 @@ class ConvLSTMClassifier(nn.Module):
         self.head = nn.Linear(hidden, num_classes)
 
     @classmethod
-    def from_config(cls, config: TrainConfig, image_shape: tuple[int, int], num_classes: int) -> ConvLSTMClassifier:
+    def from_config(cls, config: TrainConfig, image_shape: tuple[int, ...], num_classes: int) -> ConvLSTMClassifier:
         return cls(image_shape, num_classes, hidden=config.hidden, dropout=config.dropout, scan=config.scan,
                    pooling=config.pooling)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        # images (B, H, W) -> maps (B, 64, H/4, W/4) -> steps (B, H/4, 64*W/4) -> (B, H/4, 128) -> logits (B, C)
+        # images (B, H, W) or (B, H, W, C) -> maps (B, 64, H/4, W/4) -> steps (B, H/4, 64*W/4) -> (B, H/4, 128)
+        # -> logits (B, classes)
         check_image_batch(images, self.image_shape)
-        maps = self.features(images.unsqueeze(1))
+        maps = self.features(channels_first(images))
         if self.by_columns:
             maps = maps.transpose(2, 3)
         steps = maps.permute(0, 2, 1, 3).flatten(2)

@@ -44,7 +44,7 @@ class RecurrentClassifier(nn.Module):
     scans: ClassVar[tuple[str, ...]] = ImageScan.MODES
     options: ClassVar[tuple[str, ...]] = ("pooling", "cell_activation")
 
-    def __init__(self, image_shape: tuple[int, int], num_classes: int, *, hidden: int | None = None,
+    def __init__(self, image_shape: tuple[int, ...], num_classes: int, *, hidden: int | None = None,
                  layers: int | None = None, dropout: float | None = None, scan: str = "rows",
                  pooling: str = "last", cell_activation: str = "tanh") -> None:
         super().__init__()
@@ -58,12 +58,12 @@ class RecurrentClassifier(nn.Module):
         self.head = nn.Linear(hidden * (2 if self.bidirectional else 1), num_classes)
 
     @classmethod
-    def from_config(cls, config: TrainConfig, image_shape: tuple[int, int], num_classes: int) -> RecurrentClassifier:
+    def from_config(cls, config: TrainConfig, image_shape: tuple[int, ...], num_classes: int) -> RecurrentClassifier:
         return cls(image_shape, num_classes, hidden=config.hidden, layers=config.layers, dropout=config.dropout,
                    scan=config.scan, pooling=config.pooling, cell_activation=config.cell_activation)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        # images (B, H, W) -> sequences (B, T, F) -> outputs (B, T, dirs*H) -> pooled (B, dirs*H) -> logits (B, C)
+        # images (B, H, W[, C]) -> sequences (B, T, F) -> outputs (B, T, dirs*H) -> pooled (B, dirs*H) -> logits (B, C)
         outputs, _ = self.rnn(self.scan(images))
         return self.head(self.dropout(self.pool(outputs)))
 

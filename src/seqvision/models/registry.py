@@ -93,7 +93,7 @@ def with_defaults(defaults: dict[str, Any], **given: Any) -> list[Any]:
     return [defaults[name] if value is None else value for name, value in given.items()]
 
 
-def build_model(config: TrainConfig, image_shape: tuple[int, int], num_classes: int) -> nn.Module:
+def build_model(config: TrainConfig, image_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     from seqvision.models.init import initialise
 
     config = resolve_model_options(config)

@@ -16,7 +16,7 @@ from torch import nn
 
 from seqvision.config import TrainConfig
 from seqvision.models.registry import register_model, with_defaults
-from seqvision.models.scan import check_image_batch
+from seqvision.models.scan import check_image_batch, image_channels
 
 PATCH = 2
 
@@ -55,13 +55,15 @@ class ReNetClassifier(nn.Module):
     scans: ClassVar[tuple[str, ...]] = ("rows",)
     options: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, image_shape: tuple[int, int], num_classes: int, *, hidden: int | None = None,
+    def __init__(self, image_shape: tuple[int, ...], num_classes: int, *, hidden: int | None = None,
                  layers: int | None = None, dropout: float | None = None) -> None:
         super().__init__()
         hidden, layers, dropout = with_defaults(self.defaults, hidden=hidden, layers=layers, dropout=dropout)
         self.image_shape = tuple(image_shape)
-        self.sweeps = nn.Sequential(*(ReNetLayer(1 if index == 0 else 2 * hidden, hidden) for index in range(layers)))
-        height, width = image_shape
+        channels = image_channels(image_shape)
+        self.sweeps = nn.Sequential(*(ReNetLayer(channels if index == 0 else 2 * hidden, hidden)
+                                      for index in range(layers)))
+        height, width = image_shape[:2]
         for _ in range(layers):
             height, width = -(-height // PATCH), -(-width // PATCH)
         self.classifier = nn.Sequential(
@@ -70,10 +72,10 @@ class ReNetClassifier(nn.Module):
         )
 
     @classmethod
-    def from_config(cls, config: TrainConfig, image_shape: tuple[int, int], num_classes: int) -> ReNetClassifier:
+    def from_config(cls, config: TrainConfig, image_shape: tuple[int, ...], num_classes: int) -> ReNetClassifier:
         return cls(image_shape, num_classes, hidden=config.hidden, layers=config.layers, dropout=config.dropout)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        # images (B, H, W) -> (B, H, W, 1) -> maps (B, H/4, W/4, 2*hidden) -> logits (B, C)
+        # images (B, H, W) or (B, H, W, C) -> (B, H, W, 1 or C) -> maps (B, H/4, W/4, 2*hidden) -> logits (B, classes)
         check_image_batch(images, self.image_shape)
-        return self.classifier(self.sweeps(images.unsqueeze(-1)))
+        return self.classifier(self.sweeps(images.unsqueeze(-1) if images.dim() == 3 else images))

@@ -7,7 +7,7 @@ import re
 from torch import nn
 
 
-def model_summary(model: nn.Module, image_shape: tuple[int, int]) -> str:
+def model_summary(model: nn.Module, image_shape: tuple[int, ...]) -> str:
     from torchinfo import summary
     from torchinfo.enums import Units
 

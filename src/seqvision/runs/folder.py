@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from seqvision.atomic import write_json_atomic
-from seqvision.config import TrainConfig
+from seqvision.config import FOLDER_PREFIX, TrainConfig
 from seqvision.errors import ConfigError, RunFolderError, RunLockedError
 
 RUN_FORMAT = 1
@@ -53,11 +53,15 @@ class RunFolder:
     @staticmethod
     def default_path(config: TrainConfig, root: Path = Path("runs")) -> Path:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = root / f"{config.model}-{config.dataset}-{stamp}"
+        # A folder dataset is named by its last folder: folder:~/photos/pets -> folder-pets, no path separators.
+        dataset = config.dataset
+        if dataset.startswith(FOLDER_PREFIX):
+            dataset = "folder-" + (Path(dataset.removeprefix(FOLDER_PREFIX)).expanduser().resolve().name or "root")
+        path = root / f"{config.model}-{dataset}-{stamp}"
         suffix = 1
         while path.exists():
             suffix += 1
-            path = root / f"{config.model}-{config.dataset}-{stamp}-{suffix}"
+            path = root / f"{config.model}-{dataset}-{stamp}-{suffix}"
         return path
 
     @staticmethod

@@ -4,7 +4,8 @@
     GET  /health          {"status": "ok"}
     GET  /model           model, dataset, classes, image shape, test metrics, engine
     POST /predict         one picture: a multipart upload (field "image"), or JSON {"image": base64} or
-                          {"pixels": [[0..255, ...], ...]} of the model's image shape
+                          {"pixels": [[0..255, ...], ...]} of the model's image shape ((H, W), or (H, W, 3) for a
+                          colour model)
     POST /predict/batch   several: multipart fields "images", or JSON {"images": [base64, ...]} or
                           {"pixels": [image, image, ...]}
     GET  /docs            OpenAPI documentation
@@ -197,19 +198,20 @@ async def _prepared(pictures: list[bytes], predictor: Predictor, preprocess: boo
     return await anyio.to_thread.run_sync(work, limiter=limiter)
 
 
-def _pixel_array(values: Any, image_shape: tuple[int, int], many: bool, max_batch: int) -> np.ndarray:
+def _pixel_array(values: Any, image_shape: tuple[int, ...], many: bool, max_batch: int) -> np.ndarray:
     expected = ("N", *image_shape) if many else image_shape
     try:
         array = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
         raise RequestError(422, f"'pixels' must be a numeric array shaped {expected}.") from None
+    dimensions = len(image_shape) + 1
     if many:
-        if array.ndim != 3:
+        if array.ndim != dimensions:
             raise RequestError(422, f"'pixels' must be shaped {expected}, got {array.shape}.")
         _check_count(len(array), many, max_batch)
     else:
         array = array[None]
-    if tuple(array.shape[1:]) != tuple(image_shape) or array.ndim != 3:
+    if tuple(array.shape[1:]) != tuple(image_shape) or array.ndim != dimensions:
         raise RequestError(422, f"'pixels' must be shaped {expected}, got {np.shape(values)}.")
     if not np.isfinite(array).all():
         raise RequestError(422, "'pixels' holds NaN or infinite values; use numbers from 0 to 255.")

@@ -24,6 +24,7 @@ from seqvision.data.batches import Normalisation
 from seqvision.errors import BundleError, ConfigError, RunFolderError
 
 BUNDLE_FORMAT = 1
+WHOLE_PICTURE = "the whole picture, resized"
 WEIGHTS_FILE = "model.safetensors"
 DESCRIPTION_FILE = "bundle.json"
 
@@ -34,7 +35,7 @@ class LoadedModel:
 
     model: nn.Module
     config: TrainConfig
-    image_shape: tuple[int, int]
+    image_shape: tuple[int, ...]
     classes: tuple[str, ...]
     normalisation: Normalisation
     test_metrics: dict[str, Any] = field(default_factory=dict)
@@ -42,9 +43,14 @@ class LoadedModel:
     # How a user's picture becomes a model input (seqvision.data.images): light ink on a dark field, the ink
     # scaled to fill this part of the side, as the dataset's images do, and centred by its centre of mass.
     box_fraction: float = 20 / 28
+    # Or, for colour models and models of folder datasets, the whole picture resized, as their images were made.
+    whole: bool = False
 
     @property
     def preprocessing(self) -> dict[str, Any]:
+        if self.whole or len(self.image_shape) == 3:
+            colour = "rgb" if len(self.image_shape) == 3 else "grey"
+            return {"fit": WHOLE_PICTURE, "colour": colour, "box_fraction": 1.0}
         return {"ink": "light-on-dark", "box_fraction": self.box_fraction, "centre": "centre of mass"}
 
     def describe(self) -> dict[str, Any]:
@@ -73,13 +79,15 @@ def _from_run(path: Path) -> LoadedModel:
     checkpoint = run.checkpoint("best")
     if not checkpoint.is_file():
         raise RunFolderError(f"{run.path} has no best checkpoint yet; train it to the end of at least one epoch.")
-    from seqvision.data import get_dataset
+    from seqvision.data.folder import is_folder_dataset
+    from seqvision.data.registry import box_fraction
 
     model, description = rebuild_model(checkpoint)
     metrics = json.loads(run.test_metrics_path.read_text()) if run.test_metrics_path.is_file() else {}
+    dataset = description.config.dataset
     return LoadedModel(model, description.config, description.image_shape, description.classes,
-                       description.normalisation, metrics, str(run.path),
-                       get_dataset(description.config.dataset).box_fraction)
+                       description.normalisation, metrics, str(run.path), box_fraction(dataset),
+                       is_folder_dataset(dataset))
 
 
 def write_bundle(loaded: LoadedModel, out: str | os.PathLike[str]) -> Path:
@@ -126,6 +134,7 @@ def read_bundle(path: str | os.PathLike[str]) -> LoadedModel:
         image_shape, classes = tuple(info["image_shape"]), tuple(info["classes"])
         normalisation = Normalisation(**info["normalisation"])
         box_fraction = float(info["preprocessing"]["box_fraction"])
+        whole = info["preprocessing"].get("fit") == WHOLE_PICTURE
     except (KeyError, TypeError, ValueError, ConfigError) as error:
         raise BundleError(f"{path / DESCRIPTION_FILE} lacks or garbles {error}; the bundle is damaged.") from None
     try:
@@ -143,4 +152,4 @@ def read_bundle(path: str | os.PathLike[str]) -> LoadedModel:
     except RuntimeError as error:
         raise BundleError(f"{path / WEIGHTS_FILE} does not fit its model: {str(error).splitlines()[-1]}") from None
     return LoadedModel(model.eval(), config, image_shape, classes, normalisation, info.get("test_metrics", {}),
-                       str(path), box_fraction)
+                       str(path), box_fraction, whole)

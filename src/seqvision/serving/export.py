@@ -1,6 +1,7 @@
 """Export a trained model as one self-contained ONNX or TorchScript file that takes any batch size.
 
-Both files take float32 images (batch, height, width), already normalised as in training, and return logits
+Both files take float32 images (batch, height, width), or (batch, height, width, 3) for a colour model, already
+normalised as in training, and return logits
 (batch, classes). The batch axis is the trap: a recurrent model's initial state is built from the batch size,
 and a tracer that records that size as a number gives a file that refuses every other batch size. So:
 
@@ -45,11 +46,11 @@ COMPARED_BATCHES = (1, 7, 256)
 # torch's loggers that print exporter progress and irrelevant notes ("torchvision is not installed").
 EXPORTER_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "torch._dynamo", "torch.fx.experimental")
 
-# A callable that maps float32 images (B, H, W) to logits (B, C): `OnnxEngine.logits`, `TorchScriptEngine.logits`.
+# A callable that maps float32 images (B, H, W[, 3]) to logits (B, C): `OnnxEngine.logits`, `TorchScriptEngine.logits`.
 Runner = Callable[[np.ndarray], np.ndarray]
 
 
-def export_onnx(model: nn.Module, image_shape: tuple[int, int], path: str | Path) -> None:
+def export_onnx(model: nn.Module, image_shape: tuple[int, ...], path: str | Path) -> None:
     """Write `model` as a self-contained ONNX file with input "images" (batch, H, W) and output "logits" (batch, C).
 
     Raises RuntimeError (and writes nothing) when the exported graph would accept only one batch size."""
@@ -70,7 +71,7 @@ def export_onnx(model: nn.Module, image_shape: tuple[int, int], path: str | Path
             _check_onnx_batch_axis(tmp)
 
 
-def export_torchscript(model: nn.Module, image_shape: tuple[int, int], path: str | Path) -> None:
+def export_torchscript(model: nn.Module, image_shape: tuple[int, ...], path: str | Path) -> None:
     """Write `model` as a TorchScript file (torch.jit.load) taking images (batch, H, W) of any batch size.
 
     The shape check of the eager model is Python and is traced away: feed the file images of the right size."""
@@ -119,11 +120,11 @@ class OnnxEngine:
         self.input_shape = tuple(model_input.shape)
 
     @property
-    def image_shape(self) -> tuple[int, int]:
-        return tuple(self.input_shape[1:])  # type: ignore[return-value]
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.input_shape[1:])
 
     def logits(self, images: np.ndarray) -> np.ndarray:
-        """float images (B, H, W) -> float32 logits (B, C)."""
+        """float images (B, H, W) or (B, H, W, 3) -> float32 logits (B, C)."""
         from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
         images = _float32_images(images)
@@ -141,15 +142,16 @@ class OnnxEngine:
     def _shape_error(self, actual: tuple[int, ...], detail: str = "") -> InputShapeError:
         expected = tuple(self.input_shape)
         size = "x".join(map(str, expected[1:]))
+        layout = "(batch, height, width, channels)" if len(expected) == 4 else "(batch, height, width)"
         return InputShapeError(f"expected a batch of images shaped {expected}, got {tuple(actual)}. The ONNX file "
-                               f"{self.path} was exported for {size} images, fed as (batch, height, width).{detail}")
+                               f"{self.path} was exported for {size} images, fed as {layout}.{detail}")
 
 
 class TorchScriptEngine:
     """A TorchScript file loaded on the CPU, with the same `logits` as `OnnxEngine` (the traced file has no shape
     check of its own, so it is done here)."""
 
-    def __init__(self, path: str | Path, image_shape: tuple[int, int]) -> None:
+    def __init__(self, path: str | Path, image_shape: tuple[int, ...]) -> None:
         self.path = Path(path)
         self.image_shape = tuple(image_shape)
         with warnings.catch_warnings():
@@ -159,7 +161,7 @@ class TorchScriptEngine:
 
     @torch.inference_mode()
     def logits(self, images: np.ndarray) -> np.ndarray:
-        """float images (B, H, W) -> float32 logits (B, C)."""
+        """float images (B, H, W) or (B, H, W, 3) -> float32 logits (B, C)."""
         batch = torch.from_numpy(_float32_images(images))
         check_image_batch(batch, self.image_shape)
         return self.module(batch).numpy()
@@ -168,16 +170,16 @@ class TorchScriptEngine:
 def max_abs_difference(model: nn.Module, runner: Runner, images: torch.Tensor,
                        batch_sizes: Sequence[int] = COMPARED_BATCHES) -> float:
     """The largest absolute difference between the logits of `model` (in eval mode) and of `runner` over batches
-    of each size, made from `images` (N, H, W) repeated as needed. A batch size the exported file cannot take
-    raises instead of counting as a difference."""
-    if images.dim() != 3 or len(images) == 0:
-        raise ValueError(f"expected at least one image shaped (N, height, width), got {tuple(images.shape)}.")
+    of each size, made from `images` (N, H, W) or (N, H, W, 3) repeated as needed. A batch size the exported file
+    cannot take raises instead of counting as a difference."""
+    if images.dim() not in (3, 4) or len(images) == 0:
+        raise ValueError(f"expected at least one image shaped (N, height, width[, 3]), got {tuple(images.shape)}.")
     images = images.detach().to("cpu", torch.float32)
     device = next(model.parameters(), images).device
     largest = 0.0
     with _evaluating(model), torch.inference_mode():
         for size in batch_sizes:
-            batch = images.repeat(math.ceil(size / len(images)), 1, 1)[:size].contiguous()
+            batch = images.repeat(math.ceil(size / len(images)), *[1] * (images.dim() - 1))[:size].contiguous()
             expected = model(batch.to(device)).float().cpu().numpy()
             actual = np.asarray(runner(batch.numpy()))
             if actual.shape != expected.shape:
@@ -203,7 +205,7 @@ def _float32_images(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(images, dtype=np.float32)
 
 
-def _example_images(image_shape: tuple[int, int], batch: int) -> torch.Tensor:
+def _example_images(image_shape: tuple[int, ...], batch: int) -> torch.Tensor:
     # A private generator: exporting must not move the global random state a training run depends on.
     generator = torch.Generator().manual_seed(batch)
     return torch.randn(batch, *image_shape, generator=generator)
@@ -279,12 +281,15 @@ def _check_images(loaded: LoadedModel, data_dir: str | Path | None) -> tuple[tor
     """Up to 256 test images of the model's dataset, normalised as in training; random images only when the
     dataset cannot be found (and the caller says so)."""
     from seqvision.data import load_dataset
+    from seqvision.data.folder import with_run_split
     from seqvision.errors import DatasetError
 
     config, shape = loaded.config, loaded.image_shape
     try:
-        splits = load_dataset(config.dataset, data_dir if data_dir is not None else config.data_dir)
+        splits = load_dataset(config.dataset, data_dir if data_dir is not None else config.data_dir,
+                              with_run_split(config, Path(loaded.source)))
     except DatasetError as error:
         return _example_images(shape, CHECK_IMAGES), f"random images ({config.dataset} not found: {error})"
-    pixels = torch.from_numpy(splits.test_images[:CHECK_IMAGES].copy())
+    # np.array also decodes a streamed folder's pictures (seqvision.data.streaming.FileImages)
+    pixels = torch.from_numpy(np.array(splits.test_images[:CHECK_IMAGES]))
     return loaded.normalisation.apply(pixels), f"{len(pixels)} {config.dataset} test images"

@@ -1,7 +1,8 @@
 """Predict classes of the user's own pictures with a trained model: the one path behind `seqvision predict`, the
 HTTP API and the drawing page.
 
-    picture bytes -> seqvision.data.images.prepare (MNIST-style: greyscale, polarity, crop, fit, centre)
+    picture bytes -> seqvision.data.images.prepare (MNIST-style: greyscale, polarity, crop, fit, centre; or, for
+                     colour models and folder datasets, the whole picture in RGB or greyscale, resized)
                   -> the run's normalisation -> the model (PyTorch, or ONNX Runtime) -> class probabilities
 """
 
@@ -54,14 +55,16 @@ class Predictor:
         return cls(load_model_source(source), engine)
 
     @property
-    def image_shape(self) -> tuple[int, int]:
+    def image_shape(self) -> tuple[int, ...]:
         return self.loaded.image_shape
 
     def prepare(self, data: bytes, preprocess: bool = True) -> np.ndarray:
-        """A picture's bytes as this model's input pixels (seqvision.data.images.prepare), uint8 (H, W)."""
+        """A picture's bytes as this model's input pixels (seqvision.data.images.prepare), uint8 (H, W) or
+        (H, W, 3)."""
         from seqvision.data.images import prepare
 
-        return prepare(data, self.image_shape, preprocess=preprocess, box_fraction=self.loaded.box_fraction)
+        return prepare(data, self.image_shape, preprocess=preprocess, box_fraction=self.loaded.box_fraction,
+                       whole=self.loaded.whole)
 
     @property
     def reads_steps(self) -> bool:
@@ -84,10 +87,9 @@ class Predictor:
 
     @torch.inference_mode()
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """uint8 images (B, H, W) -> class probabilities (B, C), float64 rows summing to 1."""
-        if images.ndim != 3 or tuple(images.shape[1:]) != self.image_shape:
-            raise InputShapeError(f"expected images shaped (batch, {self.image_shape[0]}, {self.image_shape[1]}), "
-                                  f"got {tuple(images.shape)}.")
+        """uint8 images (B, H, W) or (B, H, W, 3) -> class probabilities (B, C), float64 rows summing to 1."""
+        if images.ndim != len(self.image_shape) + 1 or tuple(images.shape[1:]) != self.image_shape:
+            raise InputShapeError(f"expected images shaped {('batch', *self.image_shape)}, got {tuple(images.shape)}.")
         inputs = self.loaded.normalisation.apply(torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8)))
         if self._onnx is not None:
             logits = torch.from_numpy(self._onnx.logits(inputs.numpy()))

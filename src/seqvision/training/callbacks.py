@@ -18,6 +18,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from seqvision.errors import TrainingInterruptedError
 from seqvision.runs.checkpoint import write_checkpoint
 from seqvision.runs.history import format_epoch_line, plot_history, read_history, write_history
+from seqvision.training.distributed import reduce_sum
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -64,7 +65,8 @@ class StopAtBatchBoundary(L.Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
-        if self.requested:
+        # Every process stops at the same batch, or the others would wait for it in their next collective.
+        if trainer.strategy.reduce_boolean_decision(self.requested, all=False):
             trainer.save_checkpoint(self.checkpoint_path)
             raise TrainingInterruptedError(f"training interrupted in epoch {trainer.current_epoch + 1} "
                                            f"after step {trainer.global_step}")
@@ -106,12 +108,17 @@ class EpochHistory(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         count = len(batch[1])
-        # float64 sums: the same total whether an epoch ran in one go or was resumed halfway
-        self.totals["loss_sum"] += float(outputs["loss"].detach().double()) * count
-        self.totals["correct"] += int(outputs["correct"])
-        self.totals["count"] += count
+        # float64 sums: the same total whether an epoch ran in one go or was resumed halfway. Summed over all
+        # processes at every batch, so every process holds the global totals and any checkpoint carries them.
+        loss_sum, correct, count = reduce_sum(trainer, [float(outputs["batch_loss"].double()) * count,
+                                                        int(outputs["correct"]), count])
+        self.totals["loss_sum"] += loss_sum
+        self.totals["correct"] += int(correct)
+        self.totals["count"] += int(count)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
         totals, metrics = self.state_dict(), trainer.callback_metrics
         row = {
             "epoch": str(trainer.current_epoch + 1),

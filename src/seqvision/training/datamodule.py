@@ -16,6 +16,12 @@ class InMemoryDataModule(L.LightningDataModule):
         super().__init__()
         self.batches = batches
 
+    def setup(self, stage: str) -> None:
+        # Called on every process once the process group exists: each trains and validates on its own shard.
+        # The test set is predicted whole, by process 0 alone (seqvision.experiments.train_test).
+        for batches in (self.batches.train, self.batches.val):
+            batches.shard(self.trainer.global_rank, self.trainer.world_size)
+
     def train_dataloader(self) -> InMemoryBatches:
         return self.batches.train
 

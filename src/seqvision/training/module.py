@@ -40,14 +40,26 @@ class ClassifierModule(L.LightningModule):
                 "Lower --lr, set --clip-grad (e.g. 1.0), or use --scheduler onecycle to warm up."
             )
         self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True)
-        return {"loss": loss, "correct": (logits.argmax(dim=1) == labels).sum()}
+        share = self._share_of_global_batch(batch_idx, len(labels))
+        return {"loss": loss if share == 1.0 else loss * share, "batch_loss": loss.detach(),
+                "correct": (logits.argmax(dim=1) == labels).sum()}
+
+    def _share_of_global_batch(self, batch_idx: int, size: int) -> float:
+        """This process's weight in DDP's average of the processes' gradients that makes it the gradient of the
+        global batch's mean loss, as one process computes it, also when a batch does not split evenly."""
+        world_size = self.trainer.world_size
+        if world_size == 1:
+            return 1.0
+        return size * world_size / self.trainer.train_dataloader.global_batch_size(batch_idx)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, labels = batch
         logits = self.model(images)
         accuracy = (logits.argmax(dim=1) == labels).float().mean()
+        # sync_dist: each process validates its shard; Lightning sums the size-weighted values and the sizes over
+        # processes, so the epoch's numbers are those of the whole validation set.
         self.log_dict({"val_loss": F.cross_entropy(logits, labels), "val_acc": accuracy},
-                      on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+                      on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels), sync_dist=True)
 
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(self.config, self.model.parameters())

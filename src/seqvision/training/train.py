@@ -25,6 +25,7 @@ from seqvision.atomic import write_text_atomic
 from seqvision.config import TrainConfig
 from seqvision.data import get_dataset, load_dataset
 from seqvision.data.batches import RunBatches, split_batches
+from seqvision.data.folder import with_run_split, write_split_file
 from seqvision.errors import ConfigError, DiskFullError, TrainingDivergedError, TrainingInterruptedError
 from seqvision.models import build_model, resolve_model_options
 from seqvision.models.summary import model_summary
@@ -32,9 +33,20 @@ from seqvision.runs.checkpoint import describe, read_checkpoint
 from seqvision.runs.folder import RunFolder
 from seqvision.training.callbacks import AtomicCheckpointIO, EpochHistory, StopAtBatchBoundary
 from seqvision.training.datamodule import InMemoryDataModule
+from seqvision.training.distributed import (
+    AgreeOnRunFolder,
+    build_strategy,
+    check_launch,
+    is_peer_failure,
+    launch_rank,
+    peer_lost,
+    world_size,
+)
 from seqvision.training.module import ClassifierModule
 
-RESUME_OVERRIDES = frozenset({"epochs", "data_dir", "accelerator"})
+# The process count is not among them: it sets the global batch, and a checkpoint's place in an epoch counts
+# global batches.
+RESUME_OVERRIDES = frozenset({"epochs", "data_dir", "accelerator", "dist_timeout"})
 
 
 @dataclass
@@ -46,12 +58,16 @@ class TrainedRun:
     batches: RunBatches
     device: torch.device
     epochs_trained: int
+    # False on the other processes of a distributed run: they train but write nothing.
+    writes_run_folder: bool = True
 
 
 def train_model(config: TrainConfig | None = None, *, out: str | os.PathLike[str] | None = None,
                 resume: str | os.PathLike[str] | None = None, progress: bool = True,
                 callbacks: Sequence[L.Callback] = (), **overrides: Any) -> TrainedRun:
-    """Train a model into a new run folder, or continue the one at `resume`; see seqvision.train."""
+    """Train a model into a new run folder, or continue the one at `resume`; see seqvision.train.
+
+    Under distributed training every process calls this; process 0 alone writes the run folder."""
     if resume is not None:
         run = RunFolder.open(resume)
         refused = sorted(set(overrides) - RESUME_OVERRIDES) + (["config"] if config is not None else [])
@@ -62,20 +78,29 @@ def train_model(config: TrainConfig | None = None, *, out: str | os.PathLike[str
     else:
         config = resolve_model_options(dataclasses.replace(config or TrainConfig(), **overrides).validate())
         run = RunFolder(Path(out) if out is not None else RunFolder.default_path(config))
-        RunFolder.check_can_create(run.path)
-    spec = get_dataset(config.dataset)
+    check_launch(config)
     accelerator = _resolve_accelerator(config.accelerator)
-    splits = load_dataset(spec.name, config.data_dir)
+    stopper, agreed = StopAtBatchBoundary(run.checkpoint("interrupted")), AgreeOnRunFolder(run.path)
+    with _quiet_lightning():
+        trainer = _build_trainer(config, accelerator, run, progress, [stopper, agreed, *callbacks])
+    leader = launch_rank(trainer) == 0
+    if resume is None and leader:
+        RunFolder.check_can_create(run.path)
+    # A resumed folder dataset reads the run's own split.json: the same pictures, even if the folder has changed.
+    data_config = with_run_split(config, run.path) if resume is not None else config
+    spec = get_dataset(config.dataset, data_config)
+    splits = load_dataset(spec.name, config.data_dir, data_config)
     batches = split_batches(config, splits)
     classes = spec.classes
     description = describe(config, splits.image_shape, classes, batches.normalisation)
 
-    if resume is None:
+    if resume is None and leader:
         run = RunFolder.create(run.path, {"seqvision_version": __version__, "status": "running",
                                           "image_shape": list(splits.image_shape), "num_classes": len(classes),
                                           "classes": list(classes), "dataset_source": splits.source,
                                           "normalisation": description["normalisation"]})
-    with run.lock():
+        write_split_file(splits, run.path)
+    with run.lock() if leader else contextlib.nullcontext():
         checkpoint = None
         if resume is not None:
             checkpoint = run.resume_checkpoint()
@@ -86,48 +111,58 @@ def train_model(config: TrainConfig | None = None, *, out: str | os.PathLike[str
                                   f"pass --epochs N with N > {trained} to train it further.")
         L.seed_everything(config.seed, verbose=False)
         model = build_model(config, splits.image_shape, len(classes))
-        config.save(run.config_path)
-        if resume is None:
-            write_text_atomic(run.summary_path, model_summary(model, splits.image_shape))
-        run.update_info(status="running")
-        trainer = _fit(ClassifierModule(model, config, description), InMemoryDataModule(batches), checkpoint,
-                       config, accelerator, run, progress, callbacks)
-        run.checkpoint("interrupted").unlink(missing_ok=True)
-        run.update_info(status="finished", epochs_trained=trainer.current_epoch)
-    return TrainedRun(run, config, batches, trainer.strategy.root_device, trainer.current_epoch)
+        if leader:
+            config.save(run.config_path)
+            if resume is None:
+                write_text_atomic(run.summary_path, model_summary(model, splits.image_shape))
+            run.update_info(status="running", world_size=world_size(config))
+        _fit(trainer, ClassifierModule(model, config, description), InMemoryDataModule(batches), checkpoint,
+             run, stopper, leader)
+        if leader:
+            run.checkpoint("interrupted").unlink(missing_ok=True)
+            run.update_info(status="finished", epochs_trained=trainer.current_epoch)
+    return TrainedRun(RunFolder(agreed.path), config, batches, trainer.strategy.root_device, trainer.current_epoch,
+                      leader)
 
 
-def _fit(module: ClassifierModule, data: InMemoryDataModule, checkpoint: Path | None, config: TrainConfig,
-         accelerator: str, run: RunFolder, progress: bool, extra_callbacks: Sequence[L.Callback]) -> L.Trainer:
+def _fit(trainer: L.Trainer, module: ClassifierModule, data: InMemoryDataModule, checkpoint: Path | None,
+         run: RunFolder, stopper: StopAtBatchBoundary, leader: bool) -> None:
     """Lightning's fit, with each way it can stop turned into the run's status and a message saying what next."""
-    stopper = StopAtBatchBoundary(run.checkpoint("interrupted"))
+
+    def record(status: str) -> None:
+        if leader:
+            run.update_info(status=status)
+
     try:
         with _quiet_lightning(), stopper.listening():
-            trainer = _build_trainer(config, accelerator, run, progress, [stopper, *extra_callbacks])
             trainer.fit(module, datamodule=data, ckpt_path=checkpoint, weights_only=True)
     except TrainingInterruptedError:
-        run.update_info(status="interrupted")
+        record("interrupted")
         raise TrainingInterruptedError(f"training interrupted; a resumable checkpoint is in {run.checkpoints_dir}. "
                                        f"Continue with: seqvision train --resume {run.path}") from None
     except SystemExit as stop:  # a second Ctrl-C: Lightning turns the KeyboardInterrupt into sys.exit(1)
-        run.update_info(status="interrupted")
+        record("interrupted")
         raise TrainingInterruptedError(f"training stopped at once; the last end-of-epoch checkpoint is in "
                                        f"{run.checkpoints_dir}. Continue with: seqvision train --resume {run.path}"
                                        ) from stop
     except TrainingDivergedError as error:
-        run.update_info(status="diverged")
+        record("diverged")
         kept = [p.name for p in sorted(run.checkpoints_dir.glob("*.ckpt"))]
         raise TrainingDivergedError(f"{error} Checkpoints from before it are kept in {run.checkpoints_dir}: "
                                     f"{', '.join(kept) or 'none (it diverged in the first epoch)'}.") from None
     except DiskFullError as error:
         with contextlib.suppress(OSError):  # run.json may not fit on the full disk either
-            run.update_info(status="disk full")
+            record("disk full")
         if any(run.checkpoint(name).is_file() for name in ("last", "interrupted")):
             advice = f"Free some space, then continue with: seqvision train --resume {run.path}"
         else:
             advice = f"No epoch had been saved yet: free some space, delete {run.path} and train again."
         raise DiskFullError(f"{error} {advice}") from None
-    return trainer
+    except Exception as error:
+        if not is_peer_failure(error):
+            raise
+        record("peer lost")
+        raise peer_lost(error, trainer, module.config, run.path) from None
 
 
 def _resolve_accelerator(requested: str) -> str:
@@ -154,7 +189,9 @@ def _build_trainer(config: TrainConfig, accelerator: str, run: RunFolder, progre
     return L.Trainer(
         max_epochs=config.epochs,
         accelerator=accelerator,
-        devices=1,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy=build_strategy(config, accelerator),
         # cuDNN's LSTM has no deterministic mode; on the CPU every kernel is deterministic.
         deterministic=True if accelerator == "cpu" else "warn",
         gradient_clip_val=config.clip_grad or None,
@@ -173,10 +210,12 @@ def _build_trainer(config: TrainConfig, accelerator: str, run: RunFolder, progre
 
 @contextlib.contextmanager
 def _quiet_lightning() -> Iterator[None]:
-    """Silence Lightning's start-up banners (device tables, tips); its warnings and errors still show."""
-    logger = logging.getLogger("lightning.pytorch")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
+    """Silence Lightning's start-up banners (device tables, tips, each process joining); its warnings and errors
+    still show."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
     try:
         with warnings.catch_warnings():
             # Lightning 2.6 calls a torch.utils._pytree API that torch 2.13 deprecates; nothing for users to do.
@@ -185,4 +224,5 @@ def _quiet_lightning() -> Iterator[None]:
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
             yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
