@@ -13,6 +13,7 @@ from PIL import Image
 import seqvision
 from seqvision.config import TrainConfig
 from seqvision.data import get_dataset, load_dataset
+from seqvision.data.augment import Augmentation
 from seqvision.data.batches import InMemoryBatches, Normalisation, batches_of, split_batches
 from seqvision.data.folder import STREAM_ENV
 from seqvision.data.streaming import FileImages, StreamingBatches
@@ -163,7 +164,7 @@ def test_streaming_gives_the_same_batches_as_memory(pictures, monkeypatch, colou
     assert stats[0].mean == pytest.approx(stats[1].mean, rel=1e-12) and stats[0].std == pytest.approx(stats[1].std)
 
     normalisation = stats[1]
-    options = dict(shuffle=True, seed=3, max_shift=2)
+    options = dict(shuffle=True, seed=3, max_shift=2, augment=Augmentation(rotate=10, scale=0.1, elastic=5, flip=True))
     memory = InMemoryBatches(in_memory.train_images, in_memory.train_labels, 7, normalisation, **options)
     stream = batches_of(streamed.train_images, streamed.train_labels, 7, normalisation, workers=2, **options)
     assert isinstance(stream, StreamingBatches) and len(stream) == len(memory) == 4

@@ -163,14 +163,15 @@ class StreamingBatches(InMemoryBatches):
         return DecodedFiles(images)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        first = self.batches_done  # planned_batches resumes from here
         plan = list(self.planned_batches())
         # A private generator: a DataLoader seeds its workers from the global one, which dropout draws from, and a
         # streamed run must train exactly as an in-memory one.
         loader = DataLoader(PlannedBatches(self.images.source, [index for index, _ in plan]), batch_size=None,
                             num_workers=self.workers, worker_init_fn=_one_thread, generator=torch.Generator())
-        for (index, shifts), pixels in zip(plan, loader, strict=True):
+        for number, ((index, shifts), pixels) in enumerate(zip(plan, loader, strict=True), start=first):
             self.images.ahead = (index, pixels)
-            yield self.batch(index, shifts)
+            yield self.batch(index, shifts, self.warp_of(number))
 
 
 def _one_thread(worker: int) -> None:
