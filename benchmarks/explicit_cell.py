@@ -12,28 +12,15 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from model_speed import median_seconds  # this folder is on sys.path when a benchmark runs
 from seqvision.models.cells import ExplicitLSTM
 
 STEPS = FEATURES = 28
-WARM_UP = 5
-
-
-def median_ms(step: Callable[[], None], repeats: int) -> float:
-    for _ in range(WARM_UP):
-        step()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - started)
-    return 1000 * statistics.median(times)
 
 
 def training_step(forward: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> Callable[[], None]:
@@ -52,7 +39,7 @@ def main() -> None:
     torch.manual_seed(0)
     images = torch.randn(args.batch_size, STEPS, FEATURES)
     fused = nn.LSTM(FEATURES, args.hidden, batch_first=True)
-    reference = median_ms(training_step(lambda x: fused(x)[0], images), args.repeats)
+    reference = 1000 * median_seconds(training_step(lambda x: fused(x)[0], images), args.repeats)
     machine = platform.processor() or platform.machine()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {machine}; "
           f"batch {args.batch_size}, {STEPS} steps x {FEATURES} features, hidden {args.hidden}; median of "
@@ -65,7 +52,7 @@ def main() -> None:
         rows = (("explicit, hand-written backward", lambda x, e=explicit: e(x)[0]),
                 ("explicit, autograd through the cells", lambda x, e=explicit: e.trace(x).hidden))
         for name, forward in rows:
-            ms = median_ms(training_step(forward, images), args.repeats)
+            ms = 1000 * median_seconds(training_step(forward, images), args.repeats)
             print(f"| {name} | {activation} | {ms:.2f} | {ms / reference:.2f} |")
 
 
