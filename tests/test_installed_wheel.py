@@ -27,7 +27,7 @@ from tests.servers import free_port, wait_for_health
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
-PRESETS = ["renet-mnist", "seed-000-lstm", "seed-002-cnn", "seed-002-stacked-lstm", "seed-003-cnn-lstm"]
+PRESETS = ["bilstm-mnist", "renet-mnist", "seed-000-lstm", "seed-002-cnn", "seed-002-stacked-lstm", "seed-003-cnn-lstm"]
 # What setuptools prints for `license = { text = ... }` and for "License ::" classifiers (both deprecated).
 PAGE_FILES = ["seqvision/serving/page/index.html", "seqvision/serving/page/page.js"]
 DEPRECATIONS = ["`project.license` as a TOML table is deprecated", "License classifiers are deprecated"]
