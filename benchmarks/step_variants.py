@@ -1,0 +1,69 @@
+"""One model's training step under the speed-ups this CPU offers, side by side in one process.
+
+    .venv/bin/python benchmarks/step_variants.py [--model cnn] [--batch-size 64 128] [--repeats 20]
+
+Forward, backward and an AdamW step on one batch of random 28x28 images, timed (median) for: AdamW's
+default for-loop implementation, the fused one seqvision uses, fused with channels-last memory, and fused
+with channels-last and bfloat16 autocast (the weights and AdamW stay float32). Prints a Markdown table for
+docs/benchmarks.md. Only the step is timed: whether bf16 keeps the accuracy is a separate question.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+
+import torch
+import torch.nn.functional as F
+
+from model_speed import median_seconds  # this folder is on sys.path when a benchmark runs
+from seqvision.config import TrainConfig
+from seqvision.models import build_model
+
+VARIANTS = (  # (name, fused AdamW, channels-last, bf16 autocast)
+    ("AdamW for-loop, float32", False, False, False),
+    ("AdamW fused, float32", True, False, False),
+    ("fused, channels-last, float32", True, True, False),
+    ("fused, channels-last, bf16 autocast", True, True, True),
+)
+
+
+def step_ms(model_name: str, batch_size: int, fused: bool, channels_last: bool, bf16: bool, repeats: int) -> float:
+    torch.manual_seed(0)
+    model = build_model(TrainConfig(model=model_name), (28, 28), 10)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), fused=fused)
+    images, labels = torch.rand(batch_size, 28, 28), torch.randint(0, 10, (batch_size,))
+
+    def train_step() -> None:
+        optimizer.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(images), labels)
+        loss.backward()
+        optimizer.step()
+
+    return 1000 * median_seconds(train_step, repeats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="cnn")
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+    machine = platform.processor() or platform.machine()
+    print(f"{args.model}, torch {torch.__version__}, {torch.get_num_threads()} threads, {machine}; median of "
+          f"{args.repeats} training steps\n")
+    print("| batch | variant | ms per step | speed-up |")
+    print("| --- | --- | --- | --- |")
+    for batch_size in args.batch_size:
+        baseline = None
+        for name, fused, channels_last, bf16 in VARIANTS:
+            ms = step_ms(args.model, batch_size, fused, channels_last, bf16, args.repeats)
+            baseline = baseline or ms
+            print(f"| {batch_size} | {name} | {ms:.1f} | {baseline / ms:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
