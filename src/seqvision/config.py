@@ -31,6 +31,7 @@ Scheduler = Literal["none", "plateau", "cosine", "onecycle"]
 ValSplit = Literal["stratified", "last"]
 Normalise = Literal["standardise", "scale"]
 Accelerator = Literal["auto", "cpu", "gpu"]
+Precision = Literal["32", "bf16"]
 # Training on several processes (seqvision.training.distributed): one process, or Lightning's DDP.
 Strategy = Literal["auto", "ddp"]
 # Folder datasets (`--dataset folder:PATH`): how their pictures become images, and what to do with unreadable files.
@@ -103,6 +104,9 @@ class TrainConfig:
     cv_folds: int = option(0, None, "cross-validation: the training set in this many stratified folds (0: off)")
     cv_fold: int = option(0, None, "cross-validation: the fold held out as the test set")
     accelerator: Accelerator = option("auto", "run", "auto uses a GPU when one is visible, else the CPU")
+    precision: Precision = option("32", "run", "32: float32 throughout; bf16: the forward pass under bfloat16 "
+                                               "autocast, weights and optimiser in float32 (2-3x faster steps on "
+                                               "CPUs with AVX-512 BF16; docs/benchmarks.md)")
     # Several processes or machines (seqvision.training.distributed).
     devices: int = option(1, "run", "processes per machine, one per GPU on GPUs (torchrun --nproc-per-node); "
                                     "--batch-size is per process, the global batch is devices x nodes x batch size")

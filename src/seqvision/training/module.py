@@ -61,6 +61,13 @@ class ClassifierModule(L.LightningModule):
         self.log_dict({"val_loss": F.cross_entropy(logits, labels), "val_acc": accuracy},
                       on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels), sync_dist=True)
 
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        # Clipped here rather than by Lightning's precision plugin, which refuses a fused optimiser under any
+        # autocast because fp16's loss scaler would leave its gradients scaled; bf16 autocast has no scaler.
+        if gradient_clip_val:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
+
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(self.config, self.model.parameters())
         plateau = build_plateau_scheduler(self.config, optimizer)

@@ -195,6 +195,7 @@ def _build_trainer(config: TrainConfig, accelerator: str, run: RunFolder, progre
         # cuDNN's LSTM has no deterministic mode; on the CPU every kernel is deterministic.
         deterministic=True if accelerator == "cpu" else "warn",
         gradient_clip_val=config.clip_grad or None,
+        precision="bf16-mixed" if config.precision == "bf16" else "32-true",
         callbacks=[*extra_callbacks, *callbacks],
         plugins=[AtomicCheckpointIO()],
         # history.csv is written by EpochHistory: Lightning's CSVLogger puts train and validation metrics on

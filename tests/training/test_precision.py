@@ -1,0 +1,28 @@
+"""bf16 autocast training: it learns, stays exactly reproducible on the CPU, and clips with the fused optimiser."""
+
+import pytest
+import torch
+
+import seqvision
+from seqvision.runs.folder import RunFolder
+
+BF16 = dict(model="cnn", dataset="digits", epochs=3, precision="bf16", clip_grad=1.0)
+
+
+def last_weights(run_dir) -> dict[str, torch.Tensor]:
+    return torch.load(RunFolder(run_dir).checkpoint("last"), weights_only=True)["state_dict"]
+
+
+@pytest.mark.slow
+def test_bf16_trains_reproducibly_and_close_to_float32(tmp_path):
+    runs = [seqvision.train(out=tmp_path / name, progress=False, report=False, **{**BF16, **change})
+            for name, change in (("bf16", {}), ("bf16-again", {}), ("fp32", {"precision": "32"}))]
+    bf16, again, fp32 = runs
+    assert bf16.test_metrics["test_accuracy"] > 0.85, bf16.test_metrics
+    first, second = last_weights(bf16.run_dir), last_weights(again.run_dir)
+    assert all(torch.equal(first[name], second[name]) for name in first), "same seed, same weights"
+    assert all(first[name].dtype == torch.float32 for name in first), "the weights stay float32"
+    # bf16 rounds the activations, so the run differs from float32, but not by much.
+    assert first.keys() == last_weights(fp32.run_dir).keys()
+    assert any(not torch.equal(first[n], last_weights(fp32.run_dir)[n]) for n in first), "autocast was applied"
+    assert abs(bf16.test_metrics["test_accuracy"] - fp32.test_metrics["test_accuracy"]) < 0.05
