@@ -56,7 +56,8 @@ def test_pixels_in_the_dataset_format_are_read_correctly(server, test_digits):
     one = httpx.post(f"{server.url}/predict?top_k=2&steps=true", json={"pixels": images[0].tolist()}).json()
     assert one["predicted"] == answers[0]["predicted"] and len(one["top_k"]) == 2
     assert len(one["steps"]) == 8 and all(sum(row) == pytest.approx(1.0) for row in one["steps"]), "one per row"
-    assert one["steps"][-1] == pytest.approx(one["probabilities"])
+    # two float32 computations of the same numbers: the fused nn.LSTM and the step-by-step explicit cells
+    assert one["steps"][-1] == pytest.approx(one["probabilities"], rel=1e-5, abs=1e-7)
 
 
 def test_pictures_by_upload_and_by_base64_agree(server, test_digits):
