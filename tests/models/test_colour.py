@@ -2,13 +2,13 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from seqvision.config import TrainConfig
 from seqvision.data import load_dataset
 from seqvision.models import build_model, model_names
 from seqvision.models.scan import ImageScan
 from seqvision.models.summary import model_summary
+from tests.models.fitting import losses_of_a_short_fit
 
 
 def numbered(height: int, width: int) -> torch.Tensor:
@@ -78,12 +78,5 @@ def test_every_model_learns_from_colour_images(name, colour_digits):
     torch.manual_seed(0)
     images, labels = colour_digits
     model = build_model(TrainConfig(model=name, dataset="digits"), (8, 8, 3), 10)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(25):
-        loss = F.cross_entropy(model(images), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = losses_of_a_short_fit(model, images, labels)
     assert losses[-1] < 0.6 * losses[0], f"loss went {losses[0]:.3f} -> {losses[-1]:.3f}"

@@ -5,13 +5,13 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from seqvision.config import TrainConfig, load_preset, preset_names
 from seqvision.data import load_dataset
 from seqvision.errors import ConfigError, InputShapeError
 from seqvision.models import build_model, get_model_entry, model_names, resolve_model_options
 from seqvision.models.scan import ImageScan
+from tests.models.fitting import losses_of_a_short_fit
 
 SHAPES = [(28, 28), (8, 8)]
 GATES = {"lstm": 4, "stacked-lstm": 4, "bilstm": 4, "gru": 3, "rnn": 1}
@@ -101,14 +101,7 @@ def test_loss_falls_in_a_few_steps_on_digits(options, digits_batch):
     options = dict(options)
     lr = options.pop("lr", 3e-3)
     model = build_model(TrainConfig(dataset="digits", **options), (8, 8), 10)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    for _ in range(25):
-        loss = F.cross_entropy(model(images), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = losses_of_a_short_fit(model, images, labels, lr=lr)
     # 64 one-pixel steps are a much harder read than 8 rows, so they get a smaller required drop.
     required = 0.85 if "pixels" in options.get("scan", "") else 0.6
     assert losses[-1] < required * losses[0], f"loss went {losses[0]:.3f} -> {losses[-1]:.3f}"
