@@ -54,6 +54,30 @@ def main() -> None:
         for name, forward in rows:
             ms = 1000 * median_seconds(training_step(forward, images), args.repeats)
             print(f"| {name} | {activation} | {ms:.2f} | {ms / reference:.2f} |")
+    where_the_forward_time_goes(fused, images, args.repeats)
+
+
+def where_the_forward_time_goes(fused: nn.LSTM, images: torch.Tensor, repeats: int) -> None:
+    """The forward pass alone: nn.LSTM with oneDNN's fused RNN and with ATen's own loop, the explicit training
+    path, and the one recurrent matrix product every step of a Python loop has to make."""
+    explicit = ExplicitLSTM.like(fused, activation="sigmoid")
+    hidden = torch.randn(images.shape[0], fused.hidden_size)
+    recurrent, projected = fused.weight_hh_l0.detach().t(), torch.randn(images.shape[0], 4 * fused.hidden_size)
+    with torch.no_grad():
+        onednn = 1000 * median_seconds(lambda: fused(images), repeats)
+        torch.backends.mkldnn.enabled = False
+        aten_loop = 1000 * median_seconds(lambda: fused(images), repeats)
+        torch.backends.mkldnn.enabled = True
+        step_product = 1e6 * median_seconds(lambda: torch.addmm(projected, hidden, recurrent), 20 * repeats)
+    explicit_forward = 1000 * median_seconds(lambda: explicit(images), repeats)
+    print("\n| forward pass only | ms |")
+    print("| --- | --- |")
+    print(f"| nn.LSTM, oneDNN's fused RNN | {onednn:.2f} |")
+    print(f"| nn.LSTM, oneDNN off (ATen's C++ loop) | {aten_loop:.2f} |")
+    print(f"| explicit, training path (sigmoid) | {explicit_forward:.2f} |")
+    print(f"\nOne step's recurrent product ({images.shape[0]}x{fused.hidden_size} by {fused.hidden_size}x"
+          f"{4 * fused.hidden_size}) alone: {step_product:.1f} us, x {images.shape[1]} steps = "
+          f"{step_product * images.shape[1] / 1000:.2f} ms.")
 
 
 if __name__ == "__main__":

@@ -1,17 +1,19 @@
 """One model's training step under the speed-ups this CPU offers, side by side in one process.
 
-    .venv/bin/python benchmarks/step_variants.py [--model cnn] [--batch-size 64 128] [--repeats 20]
+    .venv/bin/python benchmarks/step_variants.py [--model cnn] [--batch-size 64 128] [--repeats 20] [--profile]
 
 Forward, backward and an AdamW step on one batch of random 28x28 images, timed (median) for: AdamW's
 default for-loop implementation, the fused one seqvision uses, fused with channels-last memory, and fused
 with channels-last and bfloat16 autocast (the weights and AdamW stay float32). Prints a Markdown table for
 docs/benchmarks.md. Only the step is timed: whether bf16 keeps the accuracy is a separate question.
+`--profile` prints instead where the for-loop AdamW step's time goes (torch.profiler, the first batch size).
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +30,8 @@ VARIANTS = (  # (name, fused AdamW, channels-last, bf16 autocast)
 )
 
 
-def step_ms(model_name: str, batch_size: int, fused: bool, channels_last: bool, bf16: bool, repeats: int) -> float:
+def training_step(model_name: str, batch_size: int, fused: bool, channels_last: bool, bf16: bool
+                  ) -> Callable[[], None]:
     torch.manual_seed(0)
     model = build_model(TrainConfig(model=model_name), (28, 28), 10)
     if channels_last:
@@ -43,7 +46,21 @@ def step_ms(model_name: str, batch_size: int, fused: bool, channels_last: bool, 
         loss.backward()
         optimizer.step()
 
-    return 1000 * median_seconds(train_step, repeats)
+    return train_step
+
+
+def profile(step: Callable[[], None], repeats: int) -> None:
+    from torch.profiler import profile as torch_profile
+
+    step()
+    with torch_profile() as profiler:
+        for _ in range(repeats):
+            step()
+    table = profiler.key_averages()
+    total = sum(event.self_cpu_time_total for event in table)
+    optimizer = sum(event.cpu_time_total for event in table if event.key.startswith("Optimizer.step"))
+    print(table.table(sort_by="self_cpu_time_total", row_limit=12))
+    print(f"optimizer step: {100 * optimizer / total:.0f}% of the training step's CPU time")
 
 
 def main() -> None:
@@ -51,7 +68,11 @@ def main() -> None:
     parser.add_argument("--model", default="cnn")
     parser.add_argument("--batch-size", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--profile", action="store_true", help="profile the for-loop AdamW step instead")
     args = parser.parse_args()
+    if args.profile:
+        profile(training_step(args.model, args.batch_size[0], False, False, False), args.repeats)
+        return
     machine = platform.processor() or platform.machine()
     print(f"{args.model}, torch {torch.__version__}, {torch.get_num_threads()} threads, {machine}; median of "
           f"{args.repeats} training steps\n")
@@ -60,7 +81,8 @@ def main() -> None:
     for batch_size in args.batch_size:
         baseline = None
         for name, fused, channels_last, bf16 in VARIANTS:
-            ms = step_ms(args.model, batch_size, fused, channels_last, bf16, args.repeats)
+            step = training_step(args.model, batch_size, fused, channels_last, bf16)
+            ms = 1000 * median_seconds(step, args.repeats)
             baseline = baseline or ms
             print(f"| {batch_size} | {name} | {ms:.1f} | {baseline / ms:.2f}x |", flush=True)
 

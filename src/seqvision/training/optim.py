@@ -28,7 +28,7 @@ ONECYCLE_MOMENTUM = (0.85, 0.95)
 
 def build_optimizer(config: TrainConfig, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     # fused: one kernel updates each parameter, where the default runs a dozen element-wise passes over it; on the
-    # CNN's 3.2M parameters that took a training step from 44 to 32 ms (docs/benchmarks.md). RMSprop has none.
+    # CNN's 3.2M parameters that took a training step from 48 to 32 ms (docs/benchmarks.md). RMSprop has none.
     if config.optimizer == "adam":
         # Decoupled weight decay (AdamW); with weight_decay 0 it is exactly Adam.
         return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay, fused=True)
