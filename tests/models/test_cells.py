@@ -5,10 +5,12 @@ import pytest
 import torch
 from torch import nn
 
+import seqvision
 from seqvision.config import TrainConfig
 from seqvision.errors import ConfigError
 from seqvision.models import build_model
 from seqvision.models.cells import ExplicitLSTM, LSTMCell, LSTMSequence
+from seqvision.runs.folder import RunFolder
 
 
 def twins(layers: int, seed: int = 0) -> tuple[nn.LSTM, ExplicitLSTM]:
@@ -132,9 +134,15 @@ def test_hand_written_backward_passes_gradcheck(activation):
     # The training path's backward against finite differences, with gradients flowing into both the outputs
     # at every step and the final cell state.
     torch.manual_seed(5)
-    projected = torch.randn(3, 5, 4 * 4, dtype=torch.float64, requires_grad=True)
-    weight_hh = (0.5 * torch.randn(4 * 4, 4, dtype=torch.float64)).requires_grad_()
-    assert torch.autograd.gradcheck(lambda p, w: LSTMSequence.apply(p, w, activation), (projected, weight_hh))
+    inputs = torch.randn(3, 5, 2, dtype=torch.float64, requires_grad=True)
+    weight_ih, bias = torch.randn(4 * 4, 2, dtype=torch.float64), torch.randn(4 * 4, dtype=torch.float64)
+    weight_hh = 0.5 * torch.randn(4 * 4, 4, dtype=torch.float64)
+    parameters = tuple(p.requires_grad_() for p in (weight_ih, bias, weight_hh))
+
+    def layer(*args: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return LSTMSequence.apply(*args, activation, torch.float64)
+
+    assert torch.autograd.gradcheck(layer, (inputs, *parameters))
 
 
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
@@ -149,3 +157,56 @@ def test_training_path_matches_the_readable_cells(activation):
     torch.testing.assert_close(inference_outputs, training_outputs, atol=1e-12, rtol=0)
     for inference, training in zip(inference_finals, training_finals, strict=True):
         torch.testing.assert_close(inference, training, atol=1e-12, rtol=0)
+
+
+def outputs_and_gradients(lstm: ExplicitLSTM, sequences: torch.Tensor, weights: torch.Tensor, bf16: bool
+                          ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    lstm.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        outputs, (_, cell) = lstm(sequences)
+        loss = (outputs.float() * weights).sum() + cell.float().sum()
+    loss.backward()
+    return outputs, cell, {name: parameter.grad for name, parameter in lstm.named_parameters()}
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+def test_bf16_autocast_runs_the_products_in_bf16_and_stays_close_to_float32(activation):
+    torch.manual_seed(7)
+    lstm = ExplicitLSTM(28, 64, num_layers=2, activation=activation)
+    sequences, weights = torch.rand(16, 28, 28), torch.randn(16, 28, 64)
+    expected, expected_cell, expected_grads = outputs_and_gradients(lstm, sequences, weights, bf16=False)
+    outputs, cell, grads = outputs_and_gradients(lstm, sequences, weights, bf16=True)
+    assert outputs.dtype == torch.bfloat16, "the hidden states come out of bf16 products, as nn.LSTM's do"
+    assert cell.dtype == torch.float32, "the cell state is kept in float32"
+    assert not torch.equal(outputs.float(), expected), "autocast was applied"
+    # bf16 keeps 8 bits of mantissa (2^-8 = 4e-3 relative per rounding); the errors measured were 1e-3 to 2e-3
+    torch.testing.assert_close(outputs.float(), expected, atol=5e-3, rtol=0)
+    torch.testing.assert_close(cell, expected_cell, atol=5e-3, rtol=0)
+    for name, grad in grads.items():
+        assert grad.dtype == torch.float32, f"{name}'s gradient is in the parameter's dtype"
+        scale = expected_grads[name].abs().max()
+        torch.testing.assert_close(grad / scale, expected_grads[name] / scale, atol=1e-2, rtol=0, msg=name)
+
+
+def test_bf16_explicit_lstm_is_as_close_to_float32_as_nn_lstm_under_autocast():
+    torch.manual_seed(8)
+    fused = nn.LSTM(28, 128, batch_first=True)
+    explicit = ExplicitLSTM.like(fused)
+    images = torch.rand(32, 28, 28)
+    expected = fused(images)[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused_error = (fused(images)[0].float() - expected).abs().max()
+        explicit_error = (explicit(images)[0].float() - expected).abs().max()
+    # The gate pre-activations and the cell state stay float32, so only the products' inputs are rounded.
+    assert explicit_error <= 1.5 * fused_error, (explicit_error, fused_error)
+
+
+@pytest.mark.slow
+def test_seed_000_cell_trains_under_bf16_and_repeats_exactly(tmp_path):
+    options = dict(model="lstm", dataset="digits", cell_activation="sigmoid", precision="bf16", epochs=5, lr=1e-2,
+                   hidden=64, batch_size=32, progress=False, report=False)
+    runs = [seqvision.train(out=tmp_path / name, **options) for name in ("first", "again")]
+    assert runs[0].test_metrics["test_accuracy"] > 0.6, runs[0].test_metrics  # 10 classes: chance is 0.1
+    first, again = (torch.load(RunFolder(run.run_dir).checkpoint("last"), weights_only=True)["state_dict"]
+                    for run in runs)
+    assert all(first[name].dtype == torch.float32 and torch.equal(first[name], again[name]) for name in first)

@@ -5,11 +5,13 @@ return every gate activation and cell state (the data behind gate visualisations
 activation for the cell input and output (Keras's `LSTM(activation='sigmoid')`, used by seed 000).
 `ExplicitLSTM.like(lstm)` copies an `nn.LSTM`'s weights and gives the same outputs and gradients.
 
-Two paths compute the same recurrence. `LSTMCell` is the readable one, used for traces. Training runs
-`LSTMSequence`, an autograd function with a hand-written backward pass: autograd through the cell records
-about fifteen small operations per step and replays them one by one, which made the explicit LSTM 3-4x
-slower than `nn.LSTM`; the hand-written pass keeps every per-step tensor in three preallocated buffers and
-computes the weight gradient in one matrix product after the loop (docs/benchmarks.md has the figures).
+Two paths compute the same recurrence. `LSTMCell` is the readable one, used for inference, traces and
+exporters. Training runs `LSTMSequence`, an autograd function with a hand-written backward pass: autograd
+through the cell records about fifteen small operations per step and replays them one by one, which made the
+explicit LSTM 3-4x slower than `nn.LSTM`. The hand-written pass works in place in preallocated buffers laid
+out so that each gate of a step is one contiguous block, computes in the forward step the factors its
+gradient will need, and takes autocast's dtype for its matrix products only (docs/benchmarks.md has the
+figures; benchmarks/explicit_cell.py measures them).
 """
 
 from __future__ import annotations
@@ -82,69 +84,145 @@ class LSTMCell(nn.Module):
 class LSTMSequence(torch.autograd.Function):
     """One LSTM layer over a whole sequence from zero state, with the gradient written out by hand.
 
-    Buffers are time-major, (T, B, ...), so each step's slice is contiguous."""
+    The matrix products run in `dtype` (bfloat16 under autocast); the cell state, the elementwise work and the
+    parameters' gradients stay in the parameters' dtype, at least float32. Inside, every per-step tensor lives
+    in a buffer laid out (T, features, B): a step's slice is contiguous and so is each of its four gates, and
+    small elementwise operations on contiguous blocks run much faster than on the strided gate columns of
+    `nn.LSTM`'s (B, 4H) rows. The input projection is done here too, straight into that layout, as permuting a
+    projection done outside would copy the largest tensor of the pass twice, once each way."""
 
     @staticmethod
-    def forward(ctx: Any, projected: torch.Tensor, weight_hh: torch.Tensor,
-                activation: str) -> tuple[torch.Tensor, torch.Tensor]:
-        # projected: (B, T, 4H), the input through weight_ih plus both biases; weight_hh: (4H, H)
-        # -> outputs (B, T, H) and the final cell state (B, H)
-        batch, steps, _ = projected.shape
-        size = weight_hh.shape[1]
-        projected = projected.transpose(0, 1)
-        gates = projected.new_empty(steps, batch, 4 * size)
-        cells = projected.new_empty(steps, batch, size)
-        hiddens = projected.new_empty(steps, batch, size)
-        hidden = cell = projected.new_zeros(batch, size)
-        recurrent, squash = weight_hh.t(), ACTIVATIONS[activation]
-        for step in range(steps):
-            pre_activation = torch.addmm(projected[step], hidden, recurrent)
-            step_gates = torch.sigmoid(pre_activation, out=gates[step])
-            i, f, g, o = step_gates.chunk(4, dim=1)
-            if activation != "sigmoid":
-                squash(pre_activation[:, 2 * size:3 * size], out=g)
-            cell = torch.addcmul(f * cell, i, g, out=cells[step])
-            hidden = torch.mul(o, squash(cell), out=hiddens[step])
-        ctx.activation = activation
-        ctx.save_for_backward(weight_hh, gates, cells, hiddens)
-        return hiddens.transpose(0, 1).contiguous(), cell.clone()
+    def forward(ctx: Any, inputs: torch.Tensor, weight_ih: torch.Tensor, bias: torch.Tensor,
+                weight_hh: torch.Tensor, activation: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        # inputs (B, T, F); weight_ih (4H, F), bias (4H) (both biases summed), weight_hh (4H, H)
+        # -> outputs (B, T, H) in `dtype` and the final cell state (B, H), views of the saved buffers
+        original_dtype = inputs.dtype
+        with torch.autocast(inputs.device.type, enabled=False):  # the dtypes here are chosen, not cast
+            inputs, weight_ih, weight_hh = (tensor.to(dtype) for tensor in (inputs, weight_ih, weight_hh))
+            projected = torch.matmul(weight_ih, inputs.permute(1, 2, 0)).to(state_dtype(dtype)).add_(bias[:, None])
+            hiddens, factors, last_cell = lstm_forward_loop(projected, weight_hh, activation)
+        ctx.input_dtype = original_dtype
+        ctx.save_for_backward(inputs, weight_ih, weight_hh, projected, hiddens, factors)
+        return hiddens.permute(2, 0, 1), last_cell.t()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_outputs: torch.Tensor, grad_cell: torch.Tensor | None
-                 ) -> tuple[torch.Tensor, torch.Tensor, None]:
-        # grad_outputs (B, T, H), grad_cell (B, H) -> gradients of projected (B, T, 4H) and weight_hh (4H, H)
-        weight_hh, gates, cells, hiddens = ctx.saved_tensors
-        steps, _, size = cells.shape
-        activation = ctx.activation
-        squashed_cells = ACTIVATIONS[activation](cells)
-        i, f, g, o = gates.chunk(4, dim=2)
-        # Every factor that does not depend on the running gradient, for all steps at once.
-        gate_slopes = gates * (1 - gates)
-        gate_slopes[..., 2 * size:3 * size] = activation_slope(g, activation)
-        output_to_cell = o * activation_slope(squashed_cells, activation)
-        grad_gates = torch.empty_like(gates)
-        grad_outputs = grad_outputs.transpose(0, 1)
-        grad_hidden_next = torch.zeros_like(cells[0])
-        grad_cell = torch.zeros_like(cells[0]) if grad_cell is None else grad_cell
-        for step in range(steps - 1, -1, -1):
-            grad_hidden = grad_outputs[step] + grad_hidden_next
-            grad_i, grad_f, grad_g, grad_o = grad_gates[step].chunk(4, dim=1)
-            torch.mul(grad_hidden, squashed_cells[step], out=grad_o)
-            grad_cell = torch.addcmul(grad_cell, grad_hidden, output_to_cell[step])
-            torch.mul(grad_cell, g[step], out=grad_i)
-            torch.mul(grad_cell, i[step], out=grad_g)
-            if step > 0:
-                torch.mul(grad_cell, cells[step - 1], out=grad_f)
-            else:
-                grad_f.zero_()
-            grad_cell = grad_cell * f[step]
-            grad_gates[step].mul_(gate_slopes[step])
-            if step > 0:
-                grad_hidden_next = grad_gates[step] @ weight_hh
-        previous_hiddens = torch.cat([torch.zeros_like(hiddens[:1]), hiddens[:-1]])
-        grad_weight = grad_gates.reshape(-1, 4 * size).t() @ previous_hiddens.reshape(-1, size)
-        return grad_gates.transpose(0, 1), grad_weight, None
+                 ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor, None, None]:
+        # grad_outputs (B, T, H), grad_cell (B, H) -> gradients of inputs (B, T, F), weight_ih (4H, F),
+        # bias (4H) and weight_hh (4H, H), in the dtypes those came in
+        inputs, weight_ih, weight_hh, gates, hiddens, factors = ctx.saved_tensors
+        precise = factors.dtype
+        with torch.autocast(grad_outputs.device.type, enabled=False):
+            grad_gates, grad_weight_hh = lstm_backward_loop(grad_outputs, grad_cell, weight_hh, gates, hiddens,
+                                                            factors)
+            # grad_gates (T, 4H, B) is also the gradient of the projection
+            grad_inputs = (torch.matmul(grad_gates.transpose(1, 2), weight_ih).transpose(0, 1).to(ctx.input_dtype)
+                           if ctx.needs_input_grad[0] else None)
+            grad_weight_ih = torch.matmul(grad_gates, inputs.transpose(0, 1)).sum(0, dtype=precise)
+            grad_bias = grad_gates.sum((0, 2), dtype=precise)
+        return grad_inputs, grad_weight_ih, grad_bias, grad_weight_hh, None, None
+
+
+def lstm_forward_loop(projected: torch.Tensor, weight_hh: torch.Tensor, activation: str
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The forward recurrence of `LSTMSequence`, in place in `projected`, which ends holding every step's gates
+    after their activations: every step's hidden state and the factors of its gradient (see
+    `gradient_factors`), and the last cell state."""
+    # projected (T, 4H, B) in the state dtype; weight_hh (4H, H) in the dtype of the products
+    # -> hiddens (T, H, B) in the dtype of the products, factors (T, 5, H, B) and the last cell state (H, B)
+    steps, _, batch = projected.shape
+    size = weight_hh.shape[1]
+    hiddens = weight_hh.new_empty(steps, size, batch)
+    factors = projected.new_empty(steps, 5, size, batch)
+    cell = previous_cell = projected.new_zeros(size, batch)
+    squash = ACTIVATIONS[activation]
+    for step in range(steps):
+        step_gates = projected[step]
+        if step > 0:  # the first step starts from a zero hidden state
+            accumulate_product(step_gates, weight_hh, hiddens[step - 1])
+        activate_gates(step_gates, activation)
+        i, f, g, o = step_gates.chunk(4)
+        cell = torch.mul(f, previous_cell).addcmul_(i, g)
+        squashed_cell = squash(cell, out=factors[step, 3])
+        torch.mul(o, squashed_cell, out=hiddens[step])
+        gradient_factors(step_gates, previous_cell, factors[step], activation)
+        previous_cell = cell
+    return hiddens, factors, cell
+
+
+def activate_gates(pre_activation: torch.Tensor, activation: str) -> None:
+    """Apply the gates' activations in place: sigmoid to i, f, o and `activation` to the candidate g."""
+    # pre_activation: (4H, B), gates i, f, g, o one above the other
+    if activation == "sigmoid":
+        pre_activation.sigmoid_()
+        return
+    size = pre_activation.shape[0] // 4
+    i_and_f, g, o = pre_activation.tensor_split((2 * size, 3 * size))
+    i_and_f.sigmoid_()
+    ACTIVATIONS[activation](g, out=g)
+    o.sigmoid_()
+
+
+def gradient_factors(gates: torch.Tensor, previous_cell: torch.Tensor, factors: torch.Tensor, activation: str
+                     ) -> None:
+    """Fill one step's `factors` with what the backward recurrence needs from it: the input gate, forget gate
+    and candidate pre-activations get dc times the first three, the output gate's pre-activation gets dh times
+    the fourth, and the cell state dh times the fifth. Done in the forward step, while its tensors are still
+    in the cache, rather than for all steps at once in the backward pass, which made twice the memory traffic.
+    The fourth slot comes holding the squashed cell state."""
+    # gates (4H, B) after their activations, previous_cell (H, B) -> factors (5, H, B)
+    i, _, g, o = gates.chunk(4)
+    slope_i, slope_f, slope_g, slope_o = torch.addcmul(gates, gates, gates, value=-1).chunk(4)  # sigmoid's
+    if activation != "sigmoid":
+        slope_g = activation_slope(g, activation)
+    squashed_cell = factors[3]
+    torch.mul(g, slope_i, out=factors[0])
+    torch.mul(previous_cell, slope_f, out=factors[1])
+    torch.mul(i, slope_g, out=factors[2])
+    torch.mul(o, activation_slope(squashed_cell, activation), out=factors[4])
+    squashed_cell.mul_(slope_o)
+
+
+def lstm_backward_loop(grad_outputs: torch.Tensor, grad_final_cell: torch.Tensor | None, weight_hh: torch.Tensor,
+                       gates: torch.Tensor, hiddens: torch.Tensor, factors: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The backward recurrence of `LSTMSequence`: the gradients of every step's gate pre-activations, in the
+    dtype of the products, and of the recurrent weight, in the state dtype."""
+    # grad_outputs (B, T, H), grad_final_cell (B, H) or None, the forward's buffers
+    # -> grad_gates (T, 4H, B), grad_weight (4H, H)
+    steps, _, size, batch = factors.shape
+    precise, forget_gates = factors.dtype, gates[:, size:2 * size]
+    grad_outputs = grad_outputs.permute(1, 2, 0).to(hiddens.dtype, memory_format=torch.contiguous_format)
+    grad_gates = hiddens.new_empty(steps, 4 * size, batch)
+    grad_weight = weight_hh.new_zeros(weight_hh.shape, dtype=precise)
+    grad_cell = (factors.new_zeros(size, batch) if grad_final_cell is None
+                 else grad_final_cell.t().to(precise, memory_format=torch.contiguous_format, copy=True))
+    grad_hidden, recurrent = grad_outputs[steps - 1], weight_hh.t().contiguous()  # contiguous: faster products
+    for step in range(steps - 1, -1, -1):
+        step_grads, step_factors = grad_gates[step], factors[step]
+        grad_hidden = grad_hidden.to(precise)
+        torch.mul(grad_hidden, step_factors[3], out=step_grads[3 * size:])
+        grad_cell.addcmul_(grad_hidden, step_factors[4])
+        torch.mul(step_factors[:3], grad_cell, out=step_grads[:3 * size].view(3, size, batch))
+        if step > 0:  # the first step saw a zero hidden state
+            accumulate_product(grad_weight, step_grads, hiddens[step - 1].t())
+            grad_cell.mul_(forget_gates[step])
+            grad_hidden = torch.addmm(grad_outputs[step - 1], recurrent, step_grads)
+    return grad_gates, grad_weight
+
+
+def accumulate_product(total: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> None:
+    """total += left @ right, with the sum kept in total's dtype when the product runs in a narrower one."""
+    if left.dtype == total.dtype:
+        total.addmm_(left, right)
+    else:
+        total.add_(left @ right)
+
+
+def state_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the cell state and of the gradient's elementwise work: float32, or float64 for float64."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 class ExplicitLSTM(nn.Module):
@@ -175,15 +253,17 @@ class ExplicitLSTM(nn.Module):
         if not torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
             # Without a backward pass to save, the readable cells are as fast, and exporters can trace them,
             # where they cannot look inside a Python autograd function.
-            outputs, finals, _ = self._run_cells(sequences)
+            outputs, finals, _ = self._run_cells(sequences, keep_trace=False)
             return outputs, finals
+        # Autocast leaves a custom autograd function alone, so its dtype is passed on: the products run in it.
+        device = sequences.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else self.cells[0].weight_hh.dtype
         layer_input, final_h, final_c = sequences, [], []
         for index, cell in enumerate(self.cells):
             if index > 0:
                 layer_input = self.between_layers(layer_input)
-            # One matrix product for the input side of every step; only the recurrent side is sequential.
-            projected = layer_input @ cell.weight_ih.T + (cell.bias_ih + cell.bias_hh)
-            layer_input, last_cell = LSTMSequence.apply(projected, cell.weight_hh, cell.activation)
+            layer_input, last_cell = LSTMSequence.apply(layer_input, cell.weight_ih, cell.bias_ih + cell.bias_hh,
+                                                        cell.weight_hh, cell.activation, dtype)
             final_h.append(layer_input[:, -1])
             final_c.append(last_cell)
         return layer_input, (torch.stack(final_h), torch.stack(final_c))
@@ -192,8 +272,8 @@ class ExplicitLSTM(nn.Module):
         """Run the sequences step by step through the readable cells; the last layer's gates and states."""
         return self._run_cells(sequences)[2]
 
-    def _run_cells(self, sequences: torch.Tensor
-                   ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], LSTMTrace]:
+    def _run_cells(self, sequences: torch.Tensor, keep_trace: bool = True
+                   ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], LSTMTrace | None]:
         batch, steps, _ = sequences.shape
         layer_input, final_h, final_c = sequences, [], []
         for index, cell in enumerate(self.cells):
@@ -207,14 +287,19 @@ class ExplicitLSTM(nn.Module):
                 h, c, step_gates = cell(projected[:, step], state)
                 state = (h, c)
                 outputs.append(h)
-                gates.append(step_gates)
-                cells.append(c)
+                if keep_trace:
+                    # Only when asked: predicting a test set does not need every step's gates and cell states,
+                    # five more (B, T, H) tensors a batch.
+                    gates.append(step_gates)
+                    cells.append(c)
             layer_input = torch.stack(outputs, dim=1)
             final_h.append(state[0])
             final_c.append(state[1])
+        finals = torch.stack(final_h), torch.stack(final_c)
+        if not keep_trace:
+            return layer_input, finals, None
         i, f, g, o = (torch.stack(parts, dim=1) for parts in zip(*gates, strict=True))
-        trace = LSTMTrace(i, f, g, o, torch.stack(cells, dim=1), layer_input)
-        return layer_input, (torch.stack(final_h), torch.stack(final_c)), trace
+        return layer_input, finals, LSTMTrace(i, f, g, o, torch.stack(cells, dim=1), layer_input)
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
