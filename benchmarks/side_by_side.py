@@ -21,6 +21,7 @@ import csv
 import io
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -61,12 +62,32 @@ def run_keras(program: str, epochs: int, train_limit: int, folder: Path, scratch
     return json.loads(out.read_text())
 
 
+def file_stem(spec: str) -> str:
+    """A config spec as a file name: `seed-002-cnn,precision=bf16` -> `seed-002-cnn_precision-bf16`."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", spec.replace(",", "_"))
+
+
 def run_seqvision(config: str, epochs: int, train_limit: int, scratch: Path) -> dict:
-    out = scratch / f"seqvision-{config.replace('=', '-')}.json"
+    out = scratch / f"seqvision-{file_stem(config)}.json"
     command = [sys.executable, __file__, "--seqvision-side", config, "--epochs", str(epochs),
                "--train-limit", str(train_limit), "--scratch", str(scratch), "--out", str(out)]
     subprocess.run(command, check=True)
     return json.loads(out.read_text())
+
+
+def config_from_spec(spec: str, config_class: type, load_preset) -> object:
+    """A config from `PRESET`, `key=value,...` or `PRESET,key=value,...`; values are read as YAML scalars."""
+    import yaml
+
+    items = spec.split(",")
+    config = config_class() if "=" in items[0] else load_preset(items.pop(0))
+    defaults = config_class()
+    for item in items:
+        key, value = item.split("=", 1)
+        parsed = yaml.safe_load(value)
+        # Choices such as --precision 32 are strings in the config even when they read as numbers.
+        setattr(config, key, str(parsed) if isinstance(getattr(defaults, key), str) else parsed)
+    return config
 
 
 def seqvision_side(config_name: str, epochs: int, train_limit: int, scratch: Path, out: Path) -> None:
@@ -101,14 +122,10 @@ def seqvision_side(config_name: str, epochs: int, train_limit: int, scratch: Pat
             self.test_accuracy.append(correct / count)
             self.paused += time.perf_counter() - paused_at
 
-    if "=" in config_name:
-        key, value = config_name.split("=", 1)
-        config = TrainConfig(**{key: value})
-    else:
-        config = load_preset(config_name)
+    config = config_from_spec(config_name, TrainConfig, load_preset)
     clock = TestAccuracyOffTheClock()
     started = time.perf_counter()
-    result = train(config, out=scratch / f"run-{config_name.replace('=', '-')}", progress=False, report=False,
+    result = train(config, out=scratch / f"run-{file_stem(config_name)}", progress=False, report=False,
                    callbacks=[clock], epochs=epochs, train_limit=train_limit)
     record = {"framework": f"seqvision {__version__}, torch {torch.__version__}", "epochs": epochs,
               "train_seconds": clock.train_seconds, "test_accuracy": clock.test_accuracy,

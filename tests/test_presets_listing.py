@@ -5,7 +5,8 @@ import pytest
 from seqvision.cli import main
 from seqvision.config import TrainConfig, load_preset, preset_names, presets
 
-SHIPPED = {"bilstm-mnist", "renet-mnist", "seed-000-lstm", "seed-002-cnn", "seed-002-stacked-lstm", "seed-003-cnn-lstm"}
+SHIPPED = {"bilstm-mnist", "cnn-lstm-mnist", "cnn-mnist", "renet-mnist", "seed-000-lstm", "seed-002-cnn",
+           "seed-002-stacked-lstm", "seed-003-cnn-lstm"}
 
 
 def listed_presets(capsys) -> dict[str, tuple[str, str]]:
