@@ -14,11 +14,13 @@ from torch import nn
 from seqvision.config import TrainConfig
 from seqvision.errors import ConfigError
 from seqvision.models.cells import ExplicitLSTM, LSTMTrace
+from seqvision.models.gru_sequence import GRU
 from seqvision.models.pooling import FinalState, sequence_pooling
 from seqvision.models.registry import register_model, with_defaults
 from seqvision.models.scan import ImageScan
 
-FUSED_LAYERS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+# GRU is an nn.GRU whose CPU training pass has a hand-written backward (models/gru_sequence.py).
+FUSED_LAYERS = {"lstm": nn.LSTM, "gru": GRU, "rnn": nn.RNN}
 
 
 def recurrent_layer(kind: str, features: int, hidden: int, layers: int, dropout: float, *,
