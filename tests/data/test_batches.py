@@ -1,8 +1,11 @@
+import statistics
+import tracemalloc
+
 import numpy as np
 import pytest
 import torch
 
-from seqvision.data.batches import InMemoryBatches, Normalisation
+from seqvision.data.batches import InMemoryBatches, Normalisation, pixel_statistics
 
 
 @pytest.fixture
@@ -54,6 +57,33 @@ def test_batches_are_normalised_float_images(images_and_labels):
 def test_blank_images_do_not_divide_by_zero():
     norm = Normalisation.of(np.zeros((4, 3, 3), dtype=np.uint8))
     assert norm.std == 1.0
+
+
+@pytest.mark.parametrize("shape", [(50, 7, 9), (20, 6, 6, 3)])
+def test_pixel_statistics_are_the_exact_mean_and_std(shape):
+    images = np.random.default_rng(1).integers(0, 256, size=shape, dtype=np.uint8)
+    pixels = images.ravel().tolist()
+    # statistics works in exact fractions and rounds once: the reference for the float that is closest
+    mean, std = pixel_statistics(images)
+    assert mean == statistics.fmean(pixels)
+    assert std == pytest.approx(statistics.pstdev(pixels), rel=1e-15, abs=0)
+    assert std == pytest.approx(float(images.std(dtype=np.float64)), rel=1e-12, abs=0)
+    every_other_row = images[:, ::2]  # not contiguous
+    mean, std = pixel_statistics(every_other_row)
+    assert mean == statistics.fmean(every_other_row.ravel().tolist())
+    assert std == pytest.approx(statistics.pstdev(every_other_row.ravel().tolist()), rel=1e-15, abs=0)
+
+
+def test_pixel_statistics_make_no_float_copy_of_the_images():
+    # 4 M pixels across several chunks: ndarray.std would hold a float64 copy, 8 bytes a pixel
+    images = np.random.default_rng(2).integers(0, 256, size=(4096, 32, 32), dtype=np.uint8)
+    tracemalloc.start()
+    try:
+        Normalisation.of(images)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * images.size
 
 
 def test_state_dict_resumes_mid_epoch(images_and_labels):

@@ -1,11 +1,15 @@
-"""Metrics against values worked out by hand on six predictions over three classes."""
+"""Metrics against values worked out by hand on six predictions over three classes, and the prediction pass
+they are computed from."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
+from torch import nn
 
-from seqvision.evaluation.metrics import Predictions, classification_metrics, confusion_csv, per_class_csv
+from seqvision.data.batches import InMemoryBatches, Normalisation
+from seqvision.evaluation.metrics import Predictions, classification_metrics, confusion_csv, per_class_csv, predict
 
 # Rows are the predicted probabilities; the true labels are 0, 0, 1, 1, 2, 2. Argmax predicts 0, 1, 1, 1, 2, 0.
 PROBABILITIES = [
@@ -63,3 +67,16 @@ def test_csv_tables(metrics):
     assert rows[1] == "a,0.500000,0.500000,0.500000,0.875000,2"
     assert rows[-1].startswith("weighted average,") and rows[-1].endswith(",6")
     assert confusion_csv(metrics, ["a", "b", "c"]).splitlines()[3] == "c,1,0,1"
+
+
+def test_predict_gives_every_batch_in_order_as_one_pass_would():
+    images = np.random.default_rng(0).integers(0, 256, size=(103, 6, 5), dtype=np.uint8)
+    labels = np.arange(103) % 4
+    batches = InMemoryBatches(images, labels, 16, Normalisation(0.5, 0.25))  # the last batch holds 7
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(30, 4))
+    predictions = predict(model, batches)
+    with torch.no_grad():
+        expected = model(Normalisation(0.5, 0.25).apply(torch.from_numpy(images)))
+    torch.testing.assert_close(predictions.logits, expected)
+    assert predictions.logits.dtype == torch.float32 and torch.equal(predictions.labels, torch.from_numpy(labels))
