@@ -2,16 +2,20 @@
 
 import csv
 import dataclasses
+import io
 import json
+import sys
 
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 
 import seqvision
 from seqvision.config import TrainConfig
 from seqvision.errors import TrainingDivergedError
 from seqvision.runs.folder import RunFolder
+from seqvision.training.train import PROGRESS_BAR_BATCHES
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -109,3 +113,42 @@ def test_shift_augmentation_trains_and_is_recorded(tmp_path):
     result = seqvision.train(quick(augment_shift=1, epochs=8), out=tmp_path / "shifted", progress=False)
     assert result.test_metrics["test_accuracy"] >= 0.8
     assert TrainConfig.load(RunFolder(result.run_dir).config_path).augment_shift == 1
+
+
+class DeterminismDuringTraining(L.Callback):
+    """PyTorch's deterministic settings as the first training batch starts."""
+
+    def on_train_start(self, trainer, pl_module):
+        self.deterministic = torch.are_deterministic_algorithms_enabled()
+        self.fills_new_memory = torch.utils.deterministic.fill_uninitialized_memory
+
+
+def test_training_is_deterministic_without_filling_new_memory(tmp_path):
+    # The NaN fill of every new tensor cost a fifth of an LSTM step; deterministic mode itself must stay on.
+    before = torch.utils.deterministic.fill_uninitialized_memory
+    seen = DeterminismDuringTraining()
+    seqvision.train(quick(epochs=1), out=tmp_path / "run", progress=False, report=False, callbacks=[seen])
+    assert seen.deterministic and not seen.fills_new_memory
+    assert torch.utils.deterministic.fill_uninitialized_memory == before, "the setting is restored after training"
+
+
+class TerminalStderr(io.StringIO):
+    """Standard error as a terminal, so that training shows its progress bar."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+class BarOfTheRun(L.Callback):
+    def on_train_start(self, trainer, pl_module):
+        self.bar = trainer.progress_bar_callback
+
+
+def test_a_terminal_gets_a_progress_bar_redrawn_every_few_batches_with_the_loss(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stderr", TerminalStderr())
+    seen = BarOfTheRun()
+    seqvision.train(quick(epochs=1), out=tmp_path / "run", report=False, callbacks=[seen])
+    assert isinstance(seen.bar, TQDMProgressBar) and seen.bar.refresh_rate == PROGRESS_BAR_BATCHES > 1
+    # Digits: 11 training batches, so the bar (Lightning draws it on stdout) showed a loss logged at the 10th.
+    before_first_loss, shown, _ = capsys.readouterr().out.partition("train_loss=")
+    assert shown and "10/11" in before_first_loss

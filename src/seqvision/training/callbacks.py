@@ -73,11 +73,17 @@ class StopAtBatchBoundary(L.Callback):
 
 
 class EpochHistory(L.Callback):
-    """Append one row per epoch to history.csv, redraw the curves, and optionally print a one-line summary.
+    """Append one row per epoch to history.csv, keep curves.png drawn from it, and optionally print a one-line
+    summary.
+
+    Drawing the curves takes matplotlib about 0.15 s of CPU, 3% of a default LSTM epoch on MNIST, so they are
+    redrawn once `REDRAW_SECONDS` have passed since the last drawing, and always when training ends or stops.
 
     The epoch's running totals (loss, correct predictions, images, seconds) are part of every checkpoint, so
     an epoch resumed in its middle records the same row as if it had never stopped. On resume, rows of
     epochs about to be trained again are dropped first."""
+
+    REDRAW_SECONDS = 30.0
 
     def __init__(self, history_path: Path, curves_path: Path, *, echo: bool) -> None:
         self.history_path = history_path
@@ -86,6 +92,8 @@ class EpochHistory(L.Callback):
         self.rows: list[dict[str, str]] = []
         self.totals = self._empty(epoch=0)
         self._started = time.perf_counter()
+        self._drawn_rows: list[dict[str, str]] | None = None
+        self._drawn_at = time.perf_counter()
 
     @staticmethod
     def _empty(epoch: int) -> dict[str, Any]:
@@ -99,6 +107,7 @@ class EpochHistory(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.rows = [row for row in read_history(self.history_path) if int(row["epoch"]) <= trainer.current_epoch]
+        self._drawn_at = time.perf_counter()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.totals["epoch"] != trainer.current_epoch:
@@ -130,7 +139,23 @@ class EpochHistory(L.Callback):
         }
         self.rows.append(row)
         write_history(self.history_path, self.rows)
-        plot_history(self.rows, self.curves_path)
+        if time.perf_counter() - self._drawn_at >= self.REDRAW_SECONDS:
+            self._draw_curves()
         if self.echo:
             print(format_epoch_line(row, trainer.max_epochs), file=sys.stderr, flush=True)
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self._draw_curves()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        # Best effort: a failure to draw (a full disk, say) must not hide the error that stopped training.
+        if trainer.is_global_zero:
+            with contextlib.suppress(OSError):
+                self._draw_curves()
+
+    def _draw_curves(self) -> None:
+        if self.rows and self.rows != self._drawn_rows:
+            plot_history(self.rows, self.curves_path)
+            self._drawn_rows = list(self.rows)
+        self._drawn_at = time.perf_counter()

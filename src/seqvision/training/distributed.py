@@ -95,6 +95,8 @@ def _first_sentence(error: BaseException) -> str:
 
 def reduce_sum(trainer: L.Trainer, values: list[float]) -> list[float]:
     """`values` summed over all processes, in float64 (the identity on one process)."""
+    if trainer.world_size == 1:
+        return values
     # On the run's device: NCCL reduces only GPU tensors.
     local = torch.tensor(values, dtype=torch.float64, device=trainer.strategy.root_device)
     total: Any = trainer.strategy.reduce(local, reduce_op="sum")

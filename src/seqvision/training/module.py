@@ -39,7 +39,11 @@ class ClassifierModule(L.LightningModule):
                 f"the training loss became {loss.item()} at epoch {self.current_epoch + 1}, batch {batch_idx + 1}. "
                 "Lower --lr, set --clip-grad (e.g. 1.0), or use --scheduler onecycle to warm up."
             )
-        self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        bar = self.trainer.progress_bar_callback
+        if bar is not None and (batch_idx + 1) % getattr(bar, "refresh_rate", 1) == 0:
+            # Only the progress bar shows it (history.csv has the epoch's own totals), and Lightning's log is about
+            # half a millisecond of Python, so it is logged only for the batches after which the bar is redrawn.
+            self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         share = self._share_of_global_batch(batch_idx, len(labels))
         return {"loss": loss if share == 1.0 else loss * share, "batch_loss": loss.detach(),
                 "correct": (logits.argmax(dim=1) == labels).sum()}

@@ -1,0 +1,59 @@
+"""EpochHistory's curves.png: redrawn at most every REDRAW_SECONDS during training, always when training ends or
+stops, so a fast epoch does not wait for matplotlib."""
+
+import lightning as L
+import pytest
+
+import seqvision
+from seqvision.runs.folder import RunFolder
+from seqvision.training.callbacks import EpochHistory
+
+pytestmark = pytest.mark.slow
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Digits at batch 128: 11 steps an epoch, each epoch well under the default REDRAW_SECONDS.
+SETTINGS = {"model": "lstm", "dataset": "digits", "hidden": 16, "epochs": 3, "lr": 0.01, "report": False,
+            "progress": False}
+
+
+class CurvesAtEpochStart(L.Callback):
+    """The bytes of curves.png (None while it does not exist) as each epoch starts; optionally fail at one."""
+
+    def __init__(self, curves_path, fail_at_epoch: int | None = None) -> None:
+        self.curves_path = curves_path
+        self.fail_at_epoch = fail_at_epoch
+        self.seen: list[bytes | None] = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.seen.append(self.curves_path.read_bytes() if self.curves_path.is_file() else None)
+        if trainer.current_epoch == self.fail_at_epoch:
+            raise RuntimeError("stopped by the test")
+
+
+def test_fast_epochs_leave_the_curves_to_the_end_of_training(tmp_path):
+    out = tmp_path / "run"
+    watcher = CurvesAtEpochStart(RunFolder(out).curves_path)
+    seqvision.train(out=out, callbacks=[watcher], **SETTINGS)
+    assert watcher.seen == [None, None, None]
+    assert RunFolder(out).curves_path.read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_curves_follow_every_epoch_once_the_redraw_interval_has_passed(tmp_path, monkeypatch):
+    monkeypatch.setattr(EpochHistory, "REDRAW_SECONDS", 0.0)
+    out = tmp_path / "run"
+    watcher = CurvesAtEpochStart(RunFolder(out).curves_path)
+    seqvision.train(out=out, callbacks=[watcher], **SETTINGS)
+    first, after_one, after_two = watcher.seen
+    assert first is None
+    assert after_one.startswith(PNG_SIGNATURE) and after_two.startswith(PNG_SIGNATURE)
+    assert after_one != after_two, "the second epoch's row was drawn"
+    assert RunFolder(out).curves_path.read_bytes() != after_two, "the last epoch's row was drawn"
+
+
+def test_a_run_that_stops_with_an_error_still_draws_its_finished_epochs(tmp_path):
+    out = tmp_path / "run"
+    watcher = CurvesAtEpochStart(RunFolder(out).curves_path, fail_at_epoch=2)
+    with pytest.raises(RuntimeError, match="stopped by the test"):
+        seqvision.train(out=out, callbacks=[watcher], **SETTINGS)
+    assert watcher.seen == [None, None, None]
+    assert RunFolder(out).curves_path.read_bytes().startswith(PNG_SIGNATURE)
