@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench_data import run
 from seqvision.config import TrainConfig, load_preset
 from seqvision.models import build_model
 from seqvision.models.cells import ExplicitLSTM
@@ -220,4 +221,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

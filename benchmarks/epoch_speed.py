@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from bench_data import require_dataset, run
 from seqvision.config import TrainConfig, load_preset
 from seqvision.data import load_dataset
 from seqvision.data.batches import RunBatches, split_batches
@@ -249,6 +250,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     config = build_config(args)
+    require_dataset(config.dataset, config.data_dir)
     splits = load_dataset(config.dataset, config.data_dir, config)
     bench = Bench(config, split_batches(config, splits), splits.image_shape, splits.num_classes)
     if args.profile:
@@ -271,4 +273,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from bench_data import run
 from seqvision.models.cells import ExplicitLSTM
 
 STEPS = FEATURES = 28
@@ -126,4 +127,4 @@ def where_the_forward_time_goes(fused: nn.LSTM, images: torch.Tensor, repeats: i
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

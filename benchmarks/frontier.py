@@ -26,6 +26,8 @@ from datetime import date
 from pathlib import Path
 
 import side_by_side
+from bench_data import mnist_folder, run
+from seqvision.atomic import write_text_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "frontier.csv"
@@ -73,9 +75,7 @@ def write_rows(path: Path, rows: list[dict[str, str]]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(buffer.getvalue())
-    partial.replace(path)
+    write_text_atomic(path, buffer.getvalue())
 
 
 def record_rows(configuration: Configuration, seed: int, record: dict) -> list[dict[str, str]]:
@@ -198,7 +198,7 @@ def main() -> None:
     if args.report:
         print(report(read_rows(RESULTS), families, FIGURES))
         return
-    side_by_side.mnist_folder()
+    mnist_folder()
     chosen = [c for c in CONFIGURATIONS if c.family in families and (not args.only or c.label in args.only)]
     if not chosen:
         sys.exit(f"error: no configuration matches; labels: {'; '.join(c.label for c in CONFIGURATIONS)}.")
@@ -219,4 +219,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench_data import run
 from seqvision.config import TrainConfig
 from seqvision.models import build_model
 
@@ -109,4 +110,4 @@ def median(values: list[float]) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

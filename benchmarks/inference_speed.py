@@ -26,6 +26,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench_data import require_dataset, run_config
+from seqvision.errors import SeqvisionError
+
 BATCH_SIZES = (1, 256)
 IMAGES_PER_REPEAT = {1: 256, 256: 1024}
 MODEL_FILES = ("run.json", "bundle.json")  # what seqvision.serving.bundle.load_model_source recognises
@@ -60,7 +63,6 @@ def measure_run(run_dir: str, thread_counts: list[int], repeats: int, data_dir: 
     import torch
 
     from seqvision.data import load_dataset
-    from seqvision.errors import SeqvisionError
     from seqvision.serving.bundle import load_model_source
     from seqvision.serving.export import OnnxEngine, export_onnx
 
@@ -140,6 +142,12 @@ def main() -> int:
             what = "does not exist" if not path.exists() else "is not a run folder (no run.json) or bundle"
             print(f"inference_speed.py: {run_dir} {what}; train one first: seqvision train --model lstm "
                   f"--dataset mnist --out {run_dir}", file=sys.stderr)
+            return 2
+        try:
+            config = run_config(run_dir)
+            require_dataset(config.dataset, args.data_dir if args.data_dir is not None else config.data_dir)
+        except SeqvisionError as error:
+            print(f"inference_speed.py: {run_dir}: {error}", file=sys.stderr)
             return 2
     if args.repeats < 1 or (args.threads and min(args.threads) < 1):
         print("inference_speed.py: --repeats and --threads must be at least 1.", file=sys.stderr)

@@ -40,7 +40,8 @@ def read_idx(folder: Path, name: str) -> np.ndarray:
     """One IDX file (gzipped or not) as an array: a 4-byte magic whose last byte is the rank, then the sizes."""
     path = next((p for p in (folder / f"{name}.gz", folder / name) if p.is_file()), None)
     if path is None:
-        sys.exit(f"error: {folder} has no {name}[.gz]; pass --data-dir with the four MNIST files.")
+        sys.exit(f"error: {folder} has no {name}[.gz]; pass --data-dir with the four MNIST files (for this "
+                 "repository: --data-dir ../shared/datasets/mnist).")
     raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     rank = raw[3]
     shape = np.frombuffer(raw, ">u4", count=rank, offset=4)
@@ -79,10 +80,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
+    # The files first: a missing one is reported before TensorFlow spends seconds loading.
+    train_x, train_y, test_x, test_y = (read_idx(args.data_dir, name) for name in IDX_FILES)
+    try:
+        import keras
+    except ImportError:
+        sys.exit(f"error: Keras is not installed for {sys.executable}; run this under .venv-keras/bin/python, "
+                 "which `make bench-env` creates.")
 
     keras.utils.set_random_seed(0)
-    train_x, train_y, test_x, test_y = (read_idx(args.data_dir, name) for name in IDX_FILES)
     if args.train_limit:
         train_x, train_y = train_x[:args.train_limit], train_y[:args.train_limit]
     shape = (-1, 28, 28, 1) if args.program == "seed-002-cnn" else (-1, 28, 28)

@@ -15,7 +15,6 @@ counts. The last line is the whole run's peak, the figure train_accuracy.py repo
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -25,10 +24,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from bench_data import require_dataset, run, train_dataset
+
 STATUS = Path("/proc/self/status")
 CLEAR_REFS = Path("/proc/self/clear_refs")
-# Datasets that need no files: every other one is read from $SEQVISION_DATA here.
-BUNDLED = {"digits"}
 
 
 def status_mib() -> dict[str, float]:
@@ -126,23 +125,8 @@ def fit_marks(tracker: Tracker) -> Any:
     return FitMarks()
 
 
-def refuse_missing_data(argv: list[str]) -> None:
-    """Exit with one line when the dataset the run needs cannot be read from $SEQVISION_DATA."""
-    from seqvision.cli import build_parser
-    from seqvision.config import TrainConfig, load_preset
-
-    args = build_parser().parse_args(["train", *argv])
-    dataset = args.dataset or (load_preset(args.config) if args.config else TrainConfig()).dataset
-    if dataset in BUNDLED or args.data_dir:
-        return
-    root = os.environ.get("SEQVISION_DATA")
-    if not root or not (Path(root) / dataset).is_dir():
-        sys.exit(f"error: no {dataset}/ folder under SEQVISION_DATA ({root or 'unset'}); set SEQVISION_DATA to the "
-                 "folder that holds it (for this repository: SEQVISION_DATA=../shared/datasets).")
-
-
 def main(argv: list[str]) -> None:
-    refuse_missing_data(argv)
+    dataset, data_dir = train_dataset(argv)
     tracker = Tracker()
     tracker.mark("python start-up, options")
     for name, module in (("import torch", "torch"), ("import lightning", "lightning"),
@@ -150,6 +134,9 @@ def main(argv: list[str]) -> None:
         tracker.mark(name)
         importlib.import_module(module)
     tracker.mark("set up")
+    # Checked only now, when the imports above have loaded what the check uses: before the tracker, they would move
+    # memory out of the import stages.
+    require_dataset(dataset, data_dir)
 
     import dataclasses
 
@@ -174,4 +161,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run(lambda: main(sys.argv[1:]))

@@ -14,6 +14,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from bench_data import run
 from seqvision.config import TrainConfig
 from seqvision.models import build_model, model_names
 
@@ -69,4 +70,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from bench_data import require_dataset, run, train_dataset
 from seqvision.runs import RunFolder, read_checkpoint
 from seqvision.runs.history import read_history
 
@@ -76,6 +77,7 @@ def main() -> None:
     parser.add_argument("train_arguments", nargs=argparse.REMAINDER, help="after --: the seqvision train options")
     args = parser.parse_args()
     arguments = [a for a in args.train_arguments if a != "--"]
+    require_dataset(*train_dataset(arguments))
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     straight = args.out / "straight"
@@ -86,4 +88,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -49,6 +49,8 @@ from typing import Any
 
 import numpy as np
 
+from bench_data import require_dataset, run_config
+
 HOST = "127.0.0.1"  # never anything else: the benchmark talks only to its own child process
 MODEL_FILES = ("run.json", "bundle.json")
 START_TIMEOUT_S = 180.0
@@ -170,16 +172,12 @@ def own_cpu_seconds() -> float:
 
 def test_images(run_dir: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
     """The test images (uint8, N x H x W) and labels of the dataset the run or bundle was trained on."""
-    from seqvision.config import TrainConfig
     from seqvision.data import load_dataset
-    from seqvision.runs.folder import RunFolder
 
-    bundle = Path(run_dir) / "bundle.json"
-    if bundle.is_file():
-        config = TrainConfig.from_dict(json.loads(bundle.read_text())["config"], origin=str(bundle))
-    else:
-        config = RunFolder.open(run_dir).load_config()
-    splits = load_dataset(config.dataset, data_dir if data_dir is not None else config.data_dir)
+    config = run_config(run_dir)
+    data_dir = data_dir if data_dir is not None else config.data_dir
+    require_dataset(config.dataset, data_dir)
+    splits = load_dataset(config.dataset, data_dir)
     return np.ascontiguousarray(splits.test_images), np.asarray(splits.test_labels)
 
 

@@ -30,6 +30,9 @@ import time
 from datetime import date
 from pathlib import Path
 
+from bench_data import mnist_folder, run
+from seqvision.atomic import write_text_atomic
+
 ROOT = Path(__file__).resolve().parent.parent
 KERAS_PYTHON = ROOT / ".venv-keras" / "bin" / "python"
 RESULTS = ROOT / "benchmarks" / "results" / "side_by_side.csv"
@@ -43,15 +46,6 @@ RUNS = (
     ("default lstm", None, "model=lstm", 4),
     ("default cnn", None, "model=cnn", 2),
 )
-
-
-def mnist_folder() -> Path:
-    root = os.environ.get("SEQVISION_DATA")
-    for folder in ([Path(root) / "mnist", Path(root)] if root else []):
-        if (folder / "train-images-idx3-ubyte.gz").is_file() or (folder / "train-images-idx3-ubyte").is_file():
-            return folder
-    sys.exit("error: the MNIST files were not found. Set SEQVISION_DATA to a folder holding mnist/ "
-             "(for this repository: SEQVISION_DATA=../shared/datasets).")
 
 
 def run_keras(program: str, epochs: int, train_limit: int, folder: Path, scratch: Path) -> dict:
@@ -199,10 +193,10 @@ def main() -> None:
     if args.seqvision_side:
         seqvision_side(args.seqvision_side, args.epochs, args.train_limit, args.scratch, args.out)
         return
+    folder = mnist_folder()
     if not KERAS_PYTHON.is_file():
         sys.exit(f"error: the Keras environment {KERAS_PYTHON.parent.parent} does not exist. "
                  "Create it with `make bench-env` (TensorFlow's CPU build and Keras, about 1 GB).")
-    folder = mnist_folder()
     train_limit = 3000 if args.quick else 0
     results = []
     with tempfile.TemporaryDirectory(prefix="seqvision-side-by-side-") as scratch:
@@ -213,11 +207,9 @@ def main() -> None:
             results.append((name, keras, run_seqvision(config, epochs, train_limit, Path(scratch))))
     if not args.quick:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        partial = RESULTS.with_name(RESULTS.name + ".partial")
-        partial.write_text(csv_rows(results))
-        partial.replace(RESULTS)
+        write_text_atomic(RESULTS, csv_rows(results))
     print(tables(results))
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from bench_data import run
 from model_speed import median_seconds  # this folder is on sys.path when a benchmark runs
 from seqvision.config import TrainConfig
 from seqvision.models import build_model
@@ -88,4 +89,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

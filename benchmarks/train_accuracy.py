@@ -21,9 +21,10 @@ import time
 from datetime import date
 from pathlib import Path
 
+from bench_data import require_dataset, run, train_dataset
+from seqvision.atomic import write_text_atomic
 from seqvision.cli import build_parser
 from seqvision.config import TrainConfig, load_preset
-from seqvision.experiments.train_test import train
 
 
 def machine() -> str:
@@ -40,6 +41,10 @@ def machine() -> str:
 
 
 def main(argv: list[str]) -> None:
+    require_dataset(*train_dataset(argv))
+    # Imported once the data is known to be there: Lightning takes seconds to import.
+    from seqvision.experiments.train_test import train
+
     args = build_parser().parse_args(["train", *argv])
     names = {field.name for field in dataclasses.fields(TrainConfig)}
     overrides = {name: value for name, value in vars(args).items() if name in names and value is not None}
@@ -62,7 +67,7 @@ def main(argv: list[str]) -> None:
         "machine": machine(),
         "run_dir": str(result.run_dir),
     }
-    (result.run_dir / "benchmark.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_text_atomic(result.run_dir / "benchmark.json", json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))
     cells = [f"`{record['command']}`", f"{100 * record['test_accuracy']:.2f}%",
              f"{record['epochs']} (best {record['best_epoch']})", f"{record['seconds_per_epoch']:.1f} s",
@@ -72,4 +77,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run(lambda: main(sys.argv[1:]))
