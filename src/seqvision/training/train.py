@@ -116,6 +116,9 @@ def train_model(config: TrainConfig | None = None, *, out: str | os.PathLike[str
                                   f"pass --epochs N with N > {trained} to train it further.")
         L.seed_everything(config.seed, verbose=False)
         model = build_model(config, image_shape, len(classes))
+        if config.memory_format == "channels-last":
+            # Only 4-D tensors change layout, so only convolution weights; checkpoints load into either layout.
+            model = model.to(memory_format=torch.channels_last)
         if leader:
             config.save(run.config_path)
             if resume is None:
