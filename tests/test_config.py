@@ -45,7 +45,8 @@ def test_each_choice_is_declared_once_and_read_everywhere():
     assert CHOICES["scan"] == ImageScan.MODES == ("rows", "columns", "pixels", "permuted-pixels")
     assert tuple(ACTIVATIONS) == CHOICES["cell_activation"]
     assert set(CHOICES) == {"scan", "pooling", "cell_activation", "init", "optimizer", "scheduler", "val_split",
-                            "normalise", "accelerator", "precision", "strategy", "colour", "bad_images"}
+                            "normalise", "accelerator", "precision", "memory_format", "strategy", "colour",
+                            "bad_images"}
     train = next(action for action in build_parser()._subparsers._group_actions[0].choices.items()
                  if action[0] == "train")[1]
     flags = {option.dest: option for option in train._actions}
