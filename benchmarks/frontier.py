@@ -56,6 +56,8 @@ CONFIGURATIONS = (
     Configuration("cnn", "cnn-mnist preset", "cnn-mnist", 15),
     Configuration("cnn-lstm", "cnn-lstm, bf16", "model=cnn-lstm,precision=bf16", 6),
     Configuration("cnn-lstm", "cnn-lstm-mnist preset", "cnn-lstm-mnist", 12),
+    Configuration("cnn-lstm", "cnn-lstm-mnist, 16 epochs, channels-last",
+                  "cnn-lstm-mnist,memory_format=channels-last", 16),
     Configuration("renet", "renet, bf16", "model=renet,precision=bf16", 6),
     Configuration("renet", "renet-mnist preset", "renet-mnist", 8),
 )
