@@ -1,7 +1,7 @@
 """seqvision against the seed programs in Keras, one after the other in one run: speed, accuracy, time to accuracy.
 
     make bench-env     # once: the Keras environment (.venv-keras), never a dependency of seqvision
-    SEQVISION_DATA=../shared/datasets .venv/bin/python benchmarks/side_by_side.py [--quick]
+    SEQVISION_DATA=../shared/datasets .venv/bin/python benchmarks/side_by_side.py [--quick] [--only RUN]
 
 Each pair runs the Keras seed program (benchmarks/keras_seeds.py, under .venv-keras) and then seqvision's
 preset that reproduces it, each in its own process so peak memory is its own; then seqvision's defaults.
@@ -166,10 +166,12 @@ def tables(results: list[tuple[str, dict | None, dict]]) -> str:
     return "\n".join(lines)
 
 
-def csv_rows(results: list[tuple[str, dict | None, dict]]) -> str:
+def csv_rows(results: list[tuple[str, dict | None, dict]], kept: list[list[str]]) -> str:
+    """The CSV of `results`, after `kept`: earlier rows (without the header) of runs not measured this time."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["date", "run", "framework", "epoch", "train_seconds", "test_accuracy", "peak_rss_mib"])
+    writer.writerows(kept)
     for name, keras, ours in results:
         for record in (keras, ours):
             if record is None:
@@ -184,6 +186,9 @@ def csv_rows(results: list[tuple[str, dict | None, dict]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3,000 training images and one epoch: a smoke check")
+    parser.add_argument("--only", action="append", choices=[name for name, *_ in RUNS], metavar="RUN",
+                        help="run only this pair (repeat for several); the CSV keeps the other runs' rows. "
+                             f"Runs: {'; '.join(name for name, *_ in RUNS)}")
     parser.add_argument("--seqvision-side", help=argparse.SUPPRESS)
     parser.add_argument("--epochs", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--train-limit", type=int, default=0, help=argparse.SUPPRESS)
@@ -201,13 +206,17 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="seqvision-side-by-side-") as scratch:
         for name, program, config, epochs in RUNS:
+            if args.only and name not in args.only:
+                continue
             epochs = 1 if args.quick else epochs
             print(f"== {name}", file=sys.stderr, flush=True)
             keras = run_keras(program, epochs, train_limit, folder, Path(scratch)) if program else None
             results.append((name, keras, run_seqvision(config, epochs, train_limit, Path(scratch))))
     if not args.quick:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(RESULTS, csv_rows(results))
+        measured = {name for name, *_ in results}
+        earlier = list(csv.reader(io.StringIO(RESULTS.read_text())))[1:] if RESULTS.is_file() else []
+        write_text_atomic(RESULTS, csv_rows(results, [row for row in earlier if row[1] not in measured]))
     print(tables(results))
 
 
