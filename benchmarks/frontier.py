@@ -58,6 +58,7 @@ CONFIGURATIONS = (
     Configuration("cnn-lstm", "cnn-lstm-mnist preset", "cnn-lstm-mnist", 12),
     Configuration("cnn-lstm", "cnn-lstm-mnist, 16 epochs, channels-last",
                   "cnn-lstm-mnist,memory_format=channels-last", 16),
+    Configuration("cnn-lstm", "cnn-lstm-mnist + label smoothing 0.1", "cnn-lstm-mnist,label_smoothing=0.1", 12),
     Configuration("renet", "renet, bf16", "model=renet,precision=bf16", 6),
     Configuration("renet", "renet-mnist preset", "renet-mnist", 8),
 )

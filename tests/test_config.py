@@ -16,6 +16,7 @@ from seqvision.errors import ConfigError
         ({"optimizer": "adagrad"}, "choose one of: adam, rmsprop, sgd"),
         ({"scheduler": "step"}, "choose one of: none, plateau, cosine, onecycle"),
         ({"clip_grad": -1.0}, "--clip-grad must be zero"),
+        ({"label_smoothing": 1.0}, r"--label-smoothing must be in \[0, 1\)"),
     ],
 )
 def test_invalid_values_are_refused_with_the_flag_named(change, message):

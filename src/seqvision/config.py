@@ -75,6 +75,10 @@ class TrainConfig:
     lr: float = option(2e-3, "optimisation", "learning rate (the peak rate for onecycle)")
     weight_decay: float = option(0.0, "optimisation", "weight decay (decoupled for adam)")
     clip_grad: float = option(1.0, "optimisation", "clip the gradient norm to this value; 0 turns clipping off")
+    label_smoothing: float = option(0.0, "optimisation", "training loss against targets that give this much "
+                                                         "probability, spread evenly, to all classes (0: off; "
+                                                         "0.1 is usual); validation and test losses stay plain",
+                                    metavar="EPS")
     scheduler: Scheduler = option("cosine", "optimisation", "learning-rate schedule over the planned steps")
     early_stop: int = option(0, "optimisation", "stop after this many epochs without a better validation loss; "
                                                 "0 turns it off")
@@ -152,6 +156,9 @@ class TrainConfig:
                      "cv_folds", "cv_fold"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{flag(name)} must be zero (off) or positive, got {getattr(self, name)}.")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}: 1 would leave no "
+                              "weight on the true class.")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}: 1 would drop every unit.")
         if self.cv_folds == 1 or (self.cv_folds and not self.cv_fold < self.cv_folds):

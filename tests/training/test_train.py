@@ -152,3 +152,22 @@ def test_a_terminal_gets_a_progress_bar_redrawn_every_few_batches_with_the_loss(
     # Digits: 11 training batches, so the bar (Lightning draws it on stdout) showed a loss logged at the 10th.
     before_first_loss, shown, _ = capsys.readouterr().out.partition("train_loss=")
     assert shown and "10/11" in before_first_loss
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_training_loss_is_cross_entropy_against_smoothed_targets(smoothing):
+    from types import SimpleNamespace
+
+    from seqvision.training.module import ClassifierModule
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    module = ClassifierModule(model, TrainConfig(label_smoothing=smoothing), {})
+    module._trainer = SimpleNamespace(progress_bar_callback=None, world_size=1)
+    images, labels = torch.randn(5, 4), torch.tensor([0, 2, 1, 1, 0])
+    loss = module.training_step((images, labels), 0)["loss"]
+    # The smoothed target: 1 - eps on the true class plus eps spread over all classes.
+    targets = torch.full((5, 3), smoothing / 3)
+    targets[torch.arange(5), labels] += 1 - smoothing
+    expected = -(targets * torch.log_softmax(model(images), dim=1)).sum(dim=1).mean()
+    torch.testing.assert_close(loss, expected)

@@ -32,7 +32,7 @@ class ClassifierModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         images, labels = batch
         logits = self.model(images)
-        loss = F.cross_entropy(logits, labels)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing)
         if not torch.isfinite(loss):
             # Raised before backward, so no optimiser step sees it and the last checkpoint stays good.
             raise TrainingDivergedError(
