@@ -126,10 +126,12 @@ class DeterminismDuringTraining(L.Callback):
 def test_training_is_deterministic_without_filling_new_memory(tmp_path):
     # The NaN fill of every new tensor cost a fifth of an LSTM step; deterministic mode itself must stay on.
     before = torch.utils.deterministic.fill_uninitialized_memory
+    assert not torch.are_deterministic_algorithms_enabled()
     seen = DeterminismDuringTraining()
     seqvision.train(quick(epochs=1), out=tmp_path / "run", progress=False, report=False, callbacks=[seen])
     assert seen.deterministic and not seen.fills_new_memory
     assert torch.utils.deterministic.fill_uninitialized_memory == before, "the setting is restored after training"
+    assert not torch.are_deterministic_algorithms_enabled(), "the caller's own setting is given back"
 
 
 class TerminalStderr(io.StringIO):

@@ -81,6 +81,12 @@ def train_model(config: TrainConfig | None = None, *, out: str | os.PathLike[str
         config = resolve_model_options(dataclasses.replace(config or TrainConfig(), **overrides).validate())
         run = RunFolder(Path(out) if out is not None else RunFolder.default_path(config))
     check_launch(config)
+    with _callers_deterministic_mode():
+        return _train(config, run, resume, progress, callbacks)
+
+
+def _train(config: TrainConfig, run: RunFolder, resume: str | os.PathLike[str] | None, progress: bool,
+           callbacks: Sequence[L.Callback]) -> TrainedRun:
     accelerator = _resolve_accelerator(config.accelerator)
     stopper, agreed = StopAtBatchBoundary(run.checkpoint("interrupted")), AgreeOnRunFolder(run.path)
     with _quiet_lightning():
@@ -218,6 +224,19 @@ def _build_trainer(config: TrainConfig, accelerator: str, run: RunFolder, progre
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
+
+
+@contextlib.contextmanager
+def _callers_deterministic_mode() -> Iterator[None]:
+    """Give the caller's process back its own deterministic-algorithms setting, which Lightning's `deterministic`
+    switches on for good: evaluating afterwards would pay its fill of new memory, and a user's own code after
+    `seqvision.train` would be refused nondeterministic kernels it never asked to give up."""
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
 @contextlib.contextmanager
