@@ -55,12 +55,14 @@ CONFIGURATIONS = (
     Configuration("cnn", "cnn, bf16", "model=cnn,precision=bf16", 6),
     Configuration("cnn", "cnn-mnist preset", "cnn-mnist", 15),
     Configuration("cnn-lstm", "cnn-lstm, bf16", "model=cnn-lstm,precision=bf16", 6),
-    Configuration("cnn-lstm", "cnn-lstm-mnist preset", "cnn-lstm-mnist", 12),
-    Configuration("cnn-lstm", "cnn-lstm-mnist, 16 epochs, channels-last",
-                  "cnn-lstm-mnist,memory_format=channels-last", 16),
-    Configuration("cnn-lstm", "cnn-lstm-mnist + label smoothing 0.1", "cnn-lstm-mnist,label_smoothing=0.1", 12),
+    Configuration("cnn-lstm", "cnn-lstm-mnist without label smoothing", "cnn-lstm-mnist,label_smoothing=0", 12),
+    Configuration("cnn-lstm", "cnn-lstm-mnist without label smoothing, 16 epochs, channels-last",
+                  "cnn-lstm-mnist,label_smoothing=0,memory_format=channels-last", 16),
+    Configuration("cnn-lstm", "cnn-lstm-mnist preset (label smoothing 0.1)", "cnn-lstm-mnist", 12),
     Configuration("renet", "renet, bf16", "model=renet,precision=bf16", 6),
     Configuration("renet", "renet-mnist preset", "renet-mnist", 8),
+    Configuration("renet", "renet-mnist + bf16, rotation, scaling, label smoothing, 12 epochs",
+                  "renet-mnist,precision=bf16,augment_rotate=10,augment_scale=0.1,label_smoothing=0.1", 12),
 )
 FAMILIES = tuple(dict.fromkeys(configuration.family for configuration in CONFIGURATIONS))
 
