@@ -2,7 +2,8 @@
 data pattern, all on the same model, configuration and batches, as ratios measured in one run.
 
     SEQVISION_DATA=../shared/datasets .venv/bin/python benchmarks/epoch_speed.py [--model lstm] [--batch-size 128]
-        [--config PRESET] [--rounds 2] [--threads N] [--workers 0 2] [--train-limit N] [--profile]
+        [--config PRESET] [--hidden N] [--rounds 2] [--threads N] [--workers 0 2] [--train-limit N]
+        [--manual-optimisation] [--profile]
 
 Stages, each one epoch over the run's training batches plus one pass over its validation batches:
 
@@ -13,25 +14,30 @@ Stages, each one epoch over the run's training batches plus one pass over its va
   it holds what a user waits for: the steps, the validation pass, then the history row and the checkpoints as
   seqvision writes them, and curves.png when the epoch took over EpochHistory.REDRAW_SECONDS; the overhead is
   this over the bare loop, minus one. It runs as output to a file or pipe does, without a progress bar;
+- with --manual-optimisation, the seqvision epoch once more with the training step of Lightning's manual
+  optimisation (the step calls zero_grad, backward, clipping and the optimiser itself, so Lightning skips its
+  closure and the hooks around it): an alternative measured, not used;
 - tutorial pattern: the bare loop fed by a torch.utils.data.Dataset that returns one normalised image and its
   label per __getitem__, through DataLoader(batch_size, shuffle=True) with each --workers count.
 
 After an untimed warm-up epoch, the stages run interleaved for --rounds rounds and the table shows each stage's
 median; a fresh model and optimiser are built for every epoch, seeded as seqvision seeds them. CPU seconds are
-this process's only, so they leave out DataLoader workers. `--profile` instead prints cProfile's top functions
+this process's only, so they leave out DataLoader workers. A small --hidden (e.g. 8) makes the steps short, so
+that the per-step cost of the framework stands out. `--profile` instead prints cProfile's top functions
 of one seqvision epoch. Prints Markdown for docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import dataclasses
 import pstats
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import lightning as L
@@ -46,6 +52,8 @@ from seqvision.data import load_dataset
 from seqvision.data.batches import RunBatches, split_batches
 from seqvision.models import build_model, resolve_model_options
 from seqvision.runs.history import read_history
+from seqvision.training import train as training
+from seqvision.training.module import ClassifierModule
 from seqvision.training.optim import build_optimizer
 from seqvision.training.train import train_model
 
@@ -119,6 +127,42 @@ class EpochClock(L.Callback):
         self.clock.mark("epoch end")
 
 
+class ManuallyOptimisedModule(ClassifierModule):
+    """seqvision's training step under Lightning's manual optimisation, for --manual-optimisation."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.automatic_optimization = False
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        images, labels = batch
+        logits = self.model(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing)
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.config.clip_grad:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), self.config.clip_grad)
+        optimizer.step()
+        return {"batch_loss": loss.detach(), "correct": (logits.argmax(dim=1) == labels).sum()}
+
+
+@contextlib.contextmanager
+def manual_optimisation() -> Iterator[None]:
+    """train_model with ManuallyOptimisedModule, and a Trainer without gradient_clip_val, which Lightning refuses
+    under manual optimisation (the step clips instead)."""
+    build_trainer = training._build_trainer
+
+    def without_clipping(config: TrainConfig, *args: object) -> L.Trainer:
+        return build_trainer(dataclasses.replace(config, clip_grad=0.0), *args)
+
+    training.ClassifierModule, training._build_trainer = ManuallyOptimisedModule, without_clipping
+    try:
+        yield
+    finally:
+        training.ClassifierModule, training._build_trainer = ClassifierModule, build_trainer
+
+
 class Bench:
     """The stages of one configuration, each a function that runs one epoch and returns its phases' seconds."""
 
@@ -184,6 +228,10 @@ class Bench:
             self.lightning_history.append(float(read_history(trained.run.history_path)[-1]["seconds"]))
         return timer.clock.phases
 
+    def manually_optimised_epoch(self) -> dict[str, Timing]:
+        with manual_optimisation():
+            return self.seqvision_epoch()
+
 
 def median(timings: list[Timing]) -> Timing:
     return Timing(statistics.median(t.wall for t in timings), statistics.median(t.cpu for t in timings))
@@ -205,6 +253,10 @@ def print_table(results: dict[str, list[dict[str, Timing]]], bench: Bench, steps
     lightning = totals["seqvision"]
     print(f"\nframework overhead (seqvision epoch / bare loop - 1): "
           f"wall {100 * (lightning.wall / bare.wall - 1):+.1f}%, CPU {100 * (lightning.cpu / bare.cpu - 1):+.1f}%")
+    if "manual" in totals:
+        manual = totals["manual"]
+        print(f"overhead under manual optimisation: wall {100 * (manual.wall / bare.wall - 1):+.1f}%, "
+              f"CPU {100 * (manual.cpu / bare.cpu - 1):+.1f}%")
     print(f"history.csv seconds of the seqvision epochs: {', '.join(f'{s:.2f}' for s in bench.lightning_history)}")
     print("every repeat (wall s): " + "; ".join(
         f"{name} " + " ".join(f"{PhaseClock.sum_of(epoch).wall:.2f}" for epoch in epochs)
@@ -215,6 +267,7 @@ STAGE_NAMES = {
     "batching": "batching only (gather + normalise)",
     "bare": "bare PyTorch loop (train steps + validation pass)",
     "seqvision": "seqvision epoch (Lightning: steps, validation, history, checkpoints)",
+    "manual": "seqvision epoch, Lightning's manual optimisation",
 }
 
 
@@ -228,7 +281,8 @@ def profile_epoch(bench: Bench) -> None:
 def build_config(args: argparse.Namespace) -> TrainConfig:
     config = load_preset(args.config) if args.config else TrainConfig()
     chosen = {name: value for name, value in (("model", args.model), ("batch_size", args.batch_size),
-                                              ("train_limit", args.train_limit)) if value is not None}
+                                              ("hidden", args.hidden), ("train_limit", args.train_limit))
+              if value is not None}
     return resolve_model_options(dataclasses.replace(config, epochs=1, **chosen).validate())
 
 
@@ -237,10 +291,13 @@ def main() -> None:
     parser.add_argument("--model", help="default: the preset's, or lstm")
     parser.add_argument("--batch-size", type=int, help="default: the preset's, or 128")
     parser.add_argument("--config", help="a preset name or config file, e.g. seed-000-lstm")
+    parser.add_argument("--hidden", type=int, help="recurrent hidden units; default: the preset's, or the model's")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved repeats of every stage")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads; default: PyTorch's")
     parser.add_argument("--workers", type=int, nargs="*", default=[0, 2], help="DataLoader workers to try")
     parser.add_argument("--train-limit", type=int, help="train on the first N images only, for a quick check")
+    parser.add_argument("--manual-optimisation", action="store_true",
+                        help="also time the seqvision epoch under Lightning's manual optimisation")
     parser.add_argument("--profile", action="store_true", help="cProfile one seqvision epoch instead")
     args = parser.parse_args()
     if args.threads:
@@ -254,6 +311,8 @@ def main() -> None:
         return
     stages: dict[str, Callable[[], dict[str, Timing]]] = {"batching": bench.batching_only, "bare": bench.bare_loop,
                                                "seqvision": bench.seqvision_epoch}
+    if args.manual_optimisation:
+        stages["manual"] = bench.manually_optimised_epoch
     for workers in args.workers:
         stages[f"tutorial pattern: Dataset + DataLoader, {workers} workers"] = lambda w=workers: bench.tutorial(w)
     bench.warm_up()
