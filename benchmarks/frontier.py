@@ -211,7 +211,7 @@ def main() -> None:
     chosen = [c for c in CONFIGURATIONS if c.family in families and (not args.only or c.label in args.only)]
     if not chosen:
         sys.exit(f"error: no configuration matches; labels: {'; '.join(c.label for c in CONFIGURATIONS)}.")
-    rows = [] if args.quick else read_rows(RESULTS)
+    quick_rows: list[dict[str, str]] = []
     with tempfile.TemporaryDirectory(prefix="seqvision-frontier-") as scratch:
         for configuration in chosen:
             for seed in args.seeds:
@@ -219,12 +219,14 @@ def main() -> None:
                 record = side_by_side.run_seqvision(f"{configuration.spec},seed={seed}",
                                                     1 if args.quick else configuration.epochs,
                                                     3000 if args.quick else 0, Path(scratch))
-                rows = [row for row in rows if (row["configuration"], row["seed"]) != (configuration.label,
-                                                                                       str(seed))]
-                rows += record_rows(configuration, seed, record)
-                if not args.quick:
-                    write_rows(RESULTS, rows)
-    print(report(rows, families, None if args.quick else FIGURES))
+                if args.quick:
+                    quick_rows += record_rows(configuration, seed, record)
+                    continue
+                # Read again just before writing: rows that another sweep or a hand wrote meanwhile are kept.
+                rows = [row for row in read_rows(RESULTS) if (row["configuration"], row["seed"]) !=
+                        (configuration.label, str(seed))]
+                write_rows(RESULTS, rows + record_rows(configuration, seed, record))
+    print(report(quick_rows if args.quick else read_rows(RESULTS), families, None if args.quick else FIGURES))
 
 
 if __name__ == "__main__":
