@@ -61,6 +61,7 @@ CONFIGURATIONS = (
     Configuration("cnn-lstm", "cnn-lstm-mnist preset (label smoothing 0.1)", "cnn-lstm-mnist", 12),
     Configuration("renet", "renet, bf16", "model=renet,precision=bf16", 6),
     Configuration("renet", "renet-mnist preset (bf16, rotation, scaling, label smoothing)", "renet-mnist", 12),
+    Configuration("renet", "renet-mnist without label smoothing", "renet-mnist,label_smoothing=0", 12),
 )
 FAMILIES = tuple(dict.fromkeys(configuration.family for configuration in CONFIGURATIONS))
 
