@@ -210,6 +210,19 @@ def lose_a_peer(out, fault: signal.Signals, timeout: int) -> tuple[subprocess.Co
             process.communicate()
 
 
+@pytest.mark.parametrize("message", [
+    "[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:9639",
+    "[../third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:81] Timed out waiting 5000ms for recv operation",
+    # What the survivor of a hung peer got under a loaded machine: the timeout closed the connection first.
+    "Application timeout caused pair closure",
+])
+def test_gloo_errors_of_a_lost_peer_are_recognised(message):
+    from seqvision.training.distributed import is_peer_failure
+
+    assert is_peer_failure(RuntimeError(message))
+    assert not is_peer_failure(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fault", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "hung"])
 def test_the_survivor_of_a_lost_peer_stops_with_a_clear_error(tmp_path, fault):

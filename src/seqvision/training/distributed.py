@@ -73,8 +73,9 @@ def is_peer_failure(error: BaseException) -> bool:
     """Whether `error` is a collective that failed because another process died or stopped answering."""
     if isinstance(error, torch.distributed.DistError):
         return True
-    # gloo reports a closed connection or a timeout as a bare RuntimeError naming its own source file.
-    return isinstance(error, RuntimeError) and "gloo" in str(error)
+    # gloo reports a closed connection or a timeout as a bare RuntimeError naming its own source file, except a
+    # timeout that closes the connection first: that says only "Application timeout caused pair closure".
+    return isinstance(error, RuntimeError) and any(sign in str(error) for sign in ("gloo", "pair closure"))
 
 
 def peer_lost(error: BaseException, trainer: L.Trainer, config: TrainConfig, run_path: Path) -> PeerLostError:
