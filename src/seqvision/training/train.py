@@ -81,7 +81,7 @@ def train_model(config: TrainConfig | None = None, *, out: str | os.PathLike[str
         config = resolve_model_options(dataclasses.replace(config or TrainConfig(), **overrides).validate())
         run = RunFolder(Path(out) if out is not None else RunFolder.default_path(config))
     check_launch(config)
-    with _callers_deterministic_mode():
+    with _deterministic_mode_without_memory_fill():
         return _train(config, run, resume, progress, callbacks)
 
 
@@ -148,7 +148,7 @@ def _fit(trainer: L.Trainer, module: ClassifierModule, data: InMemoryDataModule,
             run.update_info(status=status)
 
     try:
-        with _quiet_lightning(), stopper.listening(), _unfilled_new_memory():
+        with _quiet_lightning(), stopper.listening():
             trainer.fit(module, datamodule=data, ckpt_path=checkpoint, weights_only=True)
     except TrainingInterruptedError:
         record("interrupted")
@@ -227,30 +227,24 @@ def _build_trainer(config: TrainConfig, accelerator: str, run: RunFolder, progre
 
 
 @contextlib.contextmanager
-def _callers_deterministic_mode() -> Iterator[None]:
-    """Give the caller's process back its own deterministic-algorithms setting, which Lightning's `deterministic`
-    switches on for good: evaluating afterwards would pay its fill of new memory, and a user's own code after
-    `seqvision.train` would be refused nondeterministic kernels it never asked to give up."""
+def _deterministic_mode_without_memory_fill() -> Iterator[None]:
+    """Train in the deterministic mode that Lightning's `deterministic` switches on, minus its NaN fill of every
+    newly allocated tensor, and give the caller's process back its own settings afterwards.
+
+    The fill only exposes kernels that read memory they never wrote; it changes no result of a correct kernel, and
+    it cost a fifth of an LSTM training step (oneDNN allocates a workspace per call). Deterministic mode itself,
+    which refuses nondeterministic kernels, stays on while training. Lightning leaves it on for good: evaluating
+    afterwards would pay the fill, and a user's own code after `seqvision.train` would be refused
+    nondeterministic kernels it never asked to give up."""
     enabled = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
-
-
-@contextlib.contextmanager
-def _unfilled_new_memory() -> Iterator[None]:
-    """Keep PyTorch's deterministic mode, which Lightning's `deterministic` switches on, from filling every newly
-    allocated tensor with NaN. That fill only exposes kernels that read memory they never wrote; it changes no
-    result of a correct kernel, and it cost a fifth of an LSTM training step (oneDNN allocates a workspace per call).
-    Deterministic mode itself, which refuses nondeterministic kernels, stays on."""
-    previous = torch.utils.deterministic.fill_uninitialized_memory
+    fill = torch.utils.deterministic.fill_uninitialized_memory
     torch.utils.deterministic.fill_uninitialized_memory = False
     try:
         yield
     finally:
-        torch.utils.deterministic.fill_uninitialized_memory = previous
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+        torch.utils.deterministic.fill_uninitialized_memory = fill
 
 
 @contextlib.contextmanager
