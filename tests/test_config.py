@@ -17,6 +17,8 @@ from seqvision.errors import ConfigError
         ({"scheduler": "step"}, "choose one of: none, plateau, cosine, onecycle"),
         ({"clip_grad": -1.0}, "--clip-grad must be zero"),
         ({"label_smoothing": 1.0}, r"--label-smoothing must be in \[0, 1\)"),
+        ({"ema_decay": 1.0}, r"--ema-decay must be in \[0, 1\)"),
+        ({"ema_decay": -0.5}, r"--ema-decay must be in \[0, 1\)"),
     ],
 )
 def test_invalid_values_are_refused_with_the_flag_named(change, message):

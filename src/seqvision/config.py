@@ -79,6 +79,11 @@ class TrainConfig:
                                                          "probability, spread evenly, to all classes (0: off; "
                                                          "0.1 is usual); validation and test losses stay plain",
                                     metavar="EPS")
+    ema_decay: float = option(0.0, "optimisation", "also keep a moving average of the weights: each step keeps "
+                                                   "DECAY of it and adds 1 - DECAY of the new weights (0: off; "
+                                                   "0.999 averages about the last 1,000 steps); validation, "
+                                                   "checkpoints, eval, export and serving use the average",
+                              metavar="DECAY")
     scheduler: Scheduler = option("cosine", "optimisation", "learning-rate schedule over the planned steps")
     early_stop: int = option(0, "optimisation", "stop after this many epochs without a better validation loss; "
                                                 "0 turns it off")
@@ -159,6 +164,9 @@ class TrainConfig:
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}: 1 would leave no "
                               "weight on the true class.")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"--ema-decay must be in [0, 1), got {self.ema_decay}: 1 would never move the average "
+                              "from the initial weights (0 turns averaging off).")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}: 1 would drop every unit.")
         if self.cv_folds == 1 or (self.cv_folds and not self.cv_fold < self.cv_folds):

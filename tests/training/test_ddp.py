@@ -113,7 +113,7 @@ def torchrun(*arguments: str, processes: int = 2) -> list[str]:
 def ddp_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp") / "run"
     command = torchrun("train", *DIGITS, "--epochs", str(EPOCHS), "--batch-size", str(PER_PROCESS_BATCH),
-                       "--devices", "2", "--strategy", "ddp", "--no-report", "--out", str(out))
+                       "--devices", "2", "--strategy", "ddp", "--ema-decay", "0.9", "--no-report", "--out", str(out))
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-4000:]
     return RunFolder.open(out), finished
@@ -139,10 +139,12 @@ def test_two_processes_write_one_complete_run_folder(ddp_run):
 def test_two_processes_match_one_process_with_the_same_global_batch(ddp_run, tmp_path):
     run, _ = ddp_run
     single = seqvision.train(TrainConfig(dataset="digits", hidden=16, dropout=0.0, lr=0.01, seed=1, epochs=EPOCHS,
-                                         batch_size=2 * PER_PROCESS_BATCH),
+                                         batch_size=2 * PER_PROCESS_BATCH, ema_decay=0.9),
                              out=tmp_path / "single", progress=False, report=False)
     weights = [torch.load(RunFolder(path).checkpoint("last"), weights_only=True)["state_dict"]
                for path in (run.path, single.run_dir)]
+    # The moving average of the weights (--ema-decay) is kept alike by each process, from gradients all-reduced.
+    assert any(name.startswith("averaged.") for name in weights[1])
     difference = max(float((weights[0][name] - weights[1][name]).abs().max()) for name in weights[1])
     # Not bit-identical: the gradient of a global batch is summed in another order (two half-batch means,
     # averaged by gloo, against one mean), and float32 rounding differs by ~1e-7 per step; over 3 epochs of

@@ -97,3 +97,17 @@ def test_killed_process_resumes_from_its_last_checkpoint_exactly(tmp_path, refer
     resumed = seqvision.train(resume=out, progress=False, report=False)
     reference = references[scheduler]
     assert_same_run(out, reference.run_dir, resumed.test_metrics, reference.test_metrics)
+
+
+@pytest.mark.slow
+def test_ctrl_c_then_resume_is_exact_with_a_moving_average_of_the_weights(tmp_path):
+    # The average (--ema-decay) is part of the saved state and its decay follows the global step, so a resumed run
+    # must continue it exactly; a lost or restarted average would change the validation loss and the test.
+    settings = {**SETTINGS, "ema_decay": 0.9}
+    reference = seqvision.train(out=tmp_path / "reference", **settings)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingInterruptedError, match="--resume"):
+        seqvision.train(out=out, callbacks=[SignalAtStep(17)], **settings)
+    resumed = seqvision.train(resume=out, progress=False, report=False)
+    assert any(name.startswith("averaged.") for name in final_weights(out))
+    assert_same_run(out, reference.run_dir, resumed.test_metrics, reference.test_metrics)

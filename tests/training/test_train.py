@@ -173,3 +173,46 @@ def test_training_loss_is_cross_entropy_against_smoothed_targets(smoothing):
     targets[torch.arange(5), labels] += 1 - smoothing
     expected = -(targets * torch.log_softmax(model(images), dim=1)).sum(dim=1).mean()
     torch.testing.assert_close(loss, expected)
+
+
+def test_the_moving_average_steps_towards_the_weights_with_a_decay_that_ramps_up():
+    from types import SimpleNamespace
+
+    from seqvision.training.module import ClassifierModule
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    module = ClassifierModule(model, TrainConfig(ema_decay=0.9), {})
+    assert not any(p.requires_grad for p in module.averaged.parameters()), "the optimiser and DDP must not see it"
+    before = {name: value.clone() for name, value in module.averaged.state_dict().items()}
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(1.0)
+    model.train()(torch.randn(8, 4))  # moves BatchNorm's running statistics and its batch counter
+    for step, decay in ((2, 3 / 12), (1000, 0.9)):  # (1 + step) / (10 + step) until it reaches --ema-decay
+        module._trainer = SimpleNamespace(global_step=step)
+        module._update_average()
+        current = model.state_dict()
+        for name, average in module.averaged.state_dict().items():
+            if average.is_floating_point():
+                expected = decay * before[name] + (1 - decay) * current[name]
+                torch.testing.assert_close(average, expected, rtol=0, atol=1e-6)
+            else:
+                assert torch.equal(average, current[name])
+        before = {name: value.clone() for name, value in module.averaged.state_dict().items()}
+
+
+def test_a_run_with_a_moving_average_is_evaluated_and_served_with_the_average(digits_run, tmp_path):
+    from seqvision.runs import rebuild_model
+
+    result = seqvision.train(quick(ema_decay=0.9), out=tmp_path / "ema", progress=False, report=False)
+    run = RunFolder.open(result.run_dir)
+    saved = torch.load(run.checkpoint("last"), weights_only=True)["state_dict"]
+    model, _ = rebuild_model(run.checkpoint("last"))
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, saved[f"averaged.{name}"]), name
+    assert not torch.equal(saved["averaged.head.weight"], saved["model.head.weight"])
+    # Validation chose the best checkpoint by the average's loss, and the recorded test is the average's.
+    assert seqvision.evaluate(run.path) == result.test_metrics
+    assert result.test_metrics != digits_run.test_metrics
+    assert result.test_metrics["test_accuracy"] >= 0.85

@@ -2,7 +2,8 @@
 rebuild their model.
 
 A checkpoint is the dictionary Lightning saves (weights under "state_dict", optimiser and loop state) plus
-a "seqvision" section that describes it:
+a "seqvision" section that describes it. The weights are those being trained ("model.*"), and for a run with
+--ema-decay also their moving average ("averaged.*"), which is then the model a checkpoint rebuilds.
 
     format          CHECKPOINT_FORMAT, refused when newer than this version reads
     model, config   the model's name and every option of the TrainConfig it was trained with
@@ -40,6 +41,7 @@ from seqvision.runs.folder import RunFolder
 CHECKPOINT_FORMAT = 1
 SECTION = "seqvision"
 MODEL_PREFIX = "model."
+AVERAGED_PREFIX = "averaged."
 
 
 @dataclass(frozen=True)
@@ -154,8 +156,8 @@ def rebuild_model(path: str | os.PathLike[str]) -> tuple[nn.Module, CheckpointDe
     saved = read_checkpoint(path)
     description = description_of(saved, path)
     model = build_model(description.config, description.image_shape, description.num_classes)
-    state = {key.removeprefix(MODEL_PREFIX): value for key, value in saved["state_dict"].items()
-             if key.startswith(MODEL_PREFIX)}
+    prefix = AVERAGED_PREFIX if description.config.ema_decay else MODEL_PREFIX
+    state = {key.removeprefix(prefix): value for key, value in saved["state_dict"].items() if key.startswith(prefix)}
     try:
         model.load_state_dict(state)
     except RuntimeError as error:

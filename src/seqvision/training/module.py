@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import lightning as L
@@ -25,9 +26,17 @@ class ClassifierModule(L.LightningModule):
         # The checkpoint's "seqvision" section (seqvision.runs.checkpoint): one .ckpt file rebuilds its model.
         self.description = description
         self.schedule = None
+        # --ema-decay: a frozen copy that follows the trained weights, saved beside them (runs.checkpoint reads it
+        # as the run's model). Frozen, so neither the optimiser nor DDP's gradient averaging sees it.
+        self.averaged = copy.deepcopy(model).requires_grad_(False) if config.ema_decay else None
+
+    @property
+    def evaluated_model(self) -> nn.Module:
+        """What validation, checkpoint selection and every later use of the run see: the average when kept."""
+        return self.averaged if self.averaged is not None else self.model
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images)
+        return self.evaluated_model(images)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         images, labels = batch
@@ -58,7 +67,7 @@ class ClassifierModule(L.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, labels = batch
-        logits = self.model(images)
+        logits = self.evaluated_model(images)
         accuracy = (logits.argmax(dim=1) == labels).float().mean()
         # sync_dist: each process validates its shard; Lightning sums the size-weighted values and the sizes over
         # processes, so the epoch's numbers are those of the whole validation set.
@@ -70,7 +79,7 @@ class ClassifierModule(L.LightningModule):
         # Clipped here rather than by Lightning's precision plugin, which refuses a fused optimiser under any
         # autocast because fp16's loss scaler would leave its gradients scaled; bf16 autocast has no scaler.
         if gradient_clip_val:
-            torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), gradient_clip_val)
 
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(self.config, self.model.parameters())
@@ -90,7 +99,24 @@ class ClassifierModule(L.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # Counted after the optimiser step, so a checkpoint never skips a batch it did not learn from.
         self.trainer.train_dataloader.batches_done = batch_idx + 1
+        if self.averaged is not None:
+            self._update_average()
         self._apply_schedule()
+
+    @torch.no_grad()
+    def _update_average(self) -> None:
+        """One step of the moving average, from the global step alone so that a resumed run makes the same ones.
+
+        The decay ramps up as (1 + step) / (10 + step) to its set value, so that the randomly initialised weights
+        are forgotten within the first steps instead of weighing on the average for thousands of them."""
+        step = self.trainer.global_step
+        weight = 1.0 - min(self.config.ema_decay, (1 + step) / (10 + step))
+        for average, current in zip(self.averaged.state_dict().values(), self.model.state_dict().values(),
+                                    strict=True):
+            if average.is_floating_point():
+                average.lerp_(current, weight)
+            else:  # counters such as BatchNorm's num_batches_tracked
+                average.copy_(current)
 
     def _apply_schedule(self) -> None:
         """Set the rate of the step about to be taken from the global step alone (see seqvision.training.optim)."""
