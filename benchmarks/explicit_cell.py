@@ -4,11 +4,12 @@
 
 Forward and backward of one batch of 28 steps of 28 features (seed 000's shapes), timed four ways, each in
 float32 and under bfloat16 autocast: the fused `nn.LSTM` (oneDNN on the CPU), the explicit cell's training path
-(`LSTMSequence`, the gradient written out by hand) with either activation, and autograd through the readable
-step-by-step cells (the training path before `LSTMSequence` existed, still used for traces). The rows take turns,
-one step each per round, so that load from other work on the machine falls on all of them alike; each figure
-is a median over the rounds. With `--threads 1` it is CPU time, otherwise wall time. Prints Markdown tables for
-docs/benchmarks.md.
+(`LSTMSequence`, the gradient written out by hand) with either activation, its loops compiled
+(models/fused_rnn.cpp; float32 only, bf16 runs the Python loops either way) or in Python, and autograd through
+the readable step-by-step cells (the training path before `LSTMSequence` existed, still used for traces). The
+rows take turns, one step each per round, so that load from other work on the machine falls on all of them alike;
+each figure is a median over the rounds. With `--threads 1` it is CPU time, otherwise wall time. Prints Markdown
+tables for docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch import nn
 
 from bench_data import run
 from seqvision.models.cells import ExplicitLSTM
+from seqvision.models.fused import python_loops
 
 STEPS = FEATURES = 28
 WARM_UP = 3
@@ -60,9 +62,16 @@ def rows(fused: nn.LSTM) -> dict[tuple[str, str], Callable[[torch.Tensor], torch
         ("nn.LSTM (fused)", "tanh"): lambda x: fused(x)[0]}
     for activation in ("tanh", "sigmoid"):
         explicit = ExplicitLSTM.like(fused, activation=activation)
-        forwards["explicit, hand-written backward", activation] = lambda x, e=explicit: e(x)[0]
+        forwards["explicit, hand-written backward, compiled loops", activation] = lambda x, e=explicit: e(x)[0]
+        forwards["explicit, hand-written backward, Python loops", activation] = lambda x, e=explicit: python(e, x)
         forwards["explicit, autograd through the cells", activation] = lambda x, e=explicit: e.trace(x).hidden
     return forwards
+
+
+def python(explicit: ExplicitLSTM, images: torch.Tensor) -> torch.Tensor:
+    """The training path with its Python loops (the backward pass takes the loops its forward pass took)."""
+    with python_loops():
+        return explicit(images)[0]
 
 
 def main() -> None:
@@ -120,7 +129,7 @@ def where_the_forward_time_goes(fused: nn.LSTM, images: torch.Tensor, repeats: i
     print("| --- | --- |")
     print(f"| nn.LSTM, oneDNN's fused RNN | {1000 * seconds['onednn']:.2f} |")
     print(f"| nn.LSTM, oneDNN off (ATen's C++ loop) | {1000 * seconds['aten']:.2f} |")
-    print(f"| explicit, training path (sigmoid) | {1000 * seconds['explicit']:.2f} |")
+    print(f"| explicit, training path (sigmoid), compiled loops | {1000 * seconds['explicit']:.2f} |")
     print(f"\nOne step's recurrent product ({4 * fused.hidden_size}x{fused.hidden_size} by {fused.hidden_size}x"
           f"{images.shape[0]}, the explicit path's layout) alone: {1e6 * step_product:.1f} us, x {images.shape[1]} "
           f"steps = {1000 * step_product * images.shape[1]:.2f} ms.")

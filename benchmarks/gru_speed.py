@@ -2,19 +2,21 @@
 
     .venv/bin/python benchmarks/gru_speed.py [--batch-size 128] [--repeats 30] [--threads 1] [--clock cpu] [--bf16]
 
-Each variant is the registry's default model on random 28x28 images (28 steps of 28 features, hidden 128):
-`lstm` (nn.LSTM, oneDNN's fused RNN on the CPU), `gru` with a plain `nn.GRU` holding the same weights (the
-layer before issue 11), and `gru` as built (`seqvision.models.gru_sequence.GRU`, whose training pass has a
-hand-written backward). A training step is forward, backward and a fused AdamW step; inference is one
-batch of 1,000 under inference_mode. The variants run interleaved, one step of each in turn, and each
-figure is the median over its repeats of the CPU time (time.process_time), which other work on the machine
-inflates less than wall-clock time; with more than one thread CPU time adds the threads up, so `--clock wall`
-times them on the wall clock instead (on a quiet machine). `--bf16` adds each variant under bfloat16 autocast.
+Each variant is the registry's default model on random 28x28 images (28 steps of 28 features, hidden 128): `lstm`
+(nn.LSTM, oneDNN's fused RNN on the CPU), `gru` with a plain `nn.GRU` holding the same weights (the layer before
+issue 11), and `gru` as built (`seqvision.models.gru_sequence.GRU`, whose training pass has a hand-written
+backward, its loops compiled in float32), and the same with its Python loops. A training step is forward,
+backward and a fused AdamW step; inference is one batch of 1,000 under inference_mode. The variants run
+interleaved, one step of each in turn, and each figure is the median over its repeats of the CPU time
+(time.process_time), which other work on the machine inflates less than wall-clock time; with more than one
+thread CPU time adds the threads up, so `--clock wall` times them on the wall clock instead (on a quiet machine).
+`--bf16` adds each variant under bfloat16 autocast.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import time
 from collections.abc import Callable
@@ -26,6 +28,7 @@ from torch import nn
 from bench_data import run
 from seqvision.config import TrainConfig
 from seqvision.models import build_model
+from seqvision.models.fused import python_loops
 
 
 def with_plain_gru(model: nn.Module) -> nn.Module:
@@ -38,7 +41,8 @@ def with_plain_gru(model: nn.Module) -> nn.Module:
     return model
 
 
-def variant(name: str, plain_gru: bool, batch_size: int, bf16: bool) -> tuple[Callable[[], None], Callable[[], None]]:
+def variant(name: str, plain_gru: bool, python: bool, batch_size: int, bf16: bool
+            ) -> tuple[Callable[[], None], Callable[[], None]]:
     """A training step and an inference call for one variant, on fixed random batches."""
     torch.manual_seed(0)
     model = build_model(TrainConfig(model=name), (28, 28), 10)
@@ -51,9 +55,10 @@ def variant(name: str, plain_gru: bool, batch_size: int, bf16: bool) -> tuple[Ca
     def train_step() -> None:
         model.train()
         optimizer.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(model(images), labels)
-        loss.backward()
+        with python_loops() if python else contextlib.nullcontext():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = F.cross_entropy(model(images), labels)
+            loss.backward()
         optimizer.step()
 
     def infer() -> None:
@@ -82,10 +87,11 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = [("lstm", "lstm", False), ("gru, plain nn.GRU", "gru", True), ("gru, seqvision GRU", "gru", False)]
+    rows = [("lstm", "lstm", False, False), ("gru, plain nn.GRU", "gru", True, False),
+            ("gru, seqvision GRU", "gru", False, False), ("gru, seqvision GRU, Python loops", "gru", False, True)]
     precisions = (False, True) if args.bf16 else (False,)
-    variants = {(label, bf16): variant(name, plain, args.batch_size, bf16)
-                for bf16 in precisions for label, name, plain in rows}
+    variants = {(label, bf16): variant(name, plain, python, args.batch_size, bf16)
+                for bf16 in precisions for label, name, plain, python in rows}
     for step, infer in variants.values():  # warm-up
         step(), step(), infer()
     times: dict[tuple[str, bool], tuple[list[float], list[float]]] = {key: ([], []) for key in variants}

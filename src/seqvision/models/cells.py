@@ -11,7 +11,8 @@ through the cell records about fifteen small operations per step and replays the
 explicit LSTM 3-4x slower than `nn.LSTM`. The hand-written pass works in place in preallocated buffers laid
 out so that each gate of a step is one contiguous block, computes in the forward step the factors its
 gradient will need, and takes autocast's dtype for its matrix products only (docs/benchmarks.md has the
-figures; benchmarks/explicit_cell.py measures them).
+figures; benchmarks/explicit_cell.py measures them). In float32 its two loops run compiled (models/fused.py),
+with the Python loops below as the fallback and the reference.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch import nn
 
 from seqvision.config import check_choice
 from seqvision.errors import ConfigError
+from seqvision.models.fused import fused_kernels
 
 ACTIVATIONS = {"tanh": torch.tanh, "sigmoid": torch.sigmoid}  # keyed by the choices of --cell-activation
 
@@ -100,8 +102,13 @@ class LSTMSequence(torch.autograd.Function):
         with torch.autocast(inputs.device.type, enabled=False):  # the dtypes here are chosen, not cast
             inputs, weight_ih, weight_hh = (tensor.to(dtype) for tensor in (inputs, weight_ih, weight_hh))
             projected = torch.matmul(weight_ih, inputs.permute(1, 2, 0)).to(state_dtype(dtype)).add_(bias[:, None])
-            hiddens, factors, last_cell = lstm_forward_loop(projected, weight_hh, activation)
-        ctx.input_dtype = original_dtype
+            kernels = fused_kernels() if dtype == torch.float32 else None
+            if kernels is not None:
+                hiddens, factors, last_cell = kernels.lstm_forward(projected, weight_hh.contiguous(),
+                                                                     activation == "sigmoid")
+            else:
+                hiddens, factors, last_cell = lstm_forward_loop(projected, weight_hh, activation)
+        ctx.input_dtype, ctx.kernels = original_dtype, kernels
         ctx.save_for_backward(inputs, weight_ih, weight_hh, projected, hiddens, factors)
         return hiddens.permute(2, 0, 1), last_cell.t()
 
@@ -114,8 +121,14 @@ class LSTMSequence(torch.autograd.Function):
         inputs, weight_ih, weight_hh, gates, hiddens, factors = ctx.saved_tensors
         precise = factors.dtype
         with torch.autocast(grad_outputs.device.type, enabled=False):
-            grad_gates, grad_weight_hh = lstm_backward_loop(grad_outputs, grad_cell, weight_hh, gates, hiddens,
-                                                            factors)
+            if ctx.kernels is not None:
+                grad_cell = (factors.new_zeros(factors.shape[2:]) if grad_cell is None  # the kernel overwrites it
+                             else grad_cell.t().clone(memory_format=torch.contiguous_format))
+                grad_gates, grad_weight_hh = ctx.kernels.lstm_backward(grad_outputs.permute(1, 2, 0).contiguous(),
+                                                                       grad_cell, weight_hh, gates, hiddens, factors)
+            else:
+                grad_gates, grad_weight_hh = lstm_backward_loop(grad_outputs, grad_cell, weight_hh, gates, hiddens,
+                                                                factors)
             # grad_gates (T, 4H, B) is also the gradient of the projection
             grad_inputs = (torch.matmul(grad_gates.transpose(1, 2), weight_ih).transpose(0, 1).to(ctx.input_dtype)
                            if ctx.needs_input_grad[0] else None)

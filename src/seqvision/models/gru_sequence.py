@@ -6,7 +6,8 @@ two matrix products per step. `GRUSequence` writes the backward pass out (the pl
 models/cells.py), and keeps the memory traffic low, which on this machine costs more than the arithmetic:
 copying the whole-sequence buffers that a first version used for the input projection and the weight
 gradients made it no faster than `nn.GRU`; accumulating them step by step made it about 20% faster
-(benchmarks/gru_speed.py measures both beside the LSTM).
+(benchmarks/gru_speed.py measures both beside the LSTM). In float32 the two loops run compiled
+(models/fused.py), with the Python loops below as the fallback and the reference.
 
 `GRU` is an `nn.GRU` (same parameters, same names, same state dict) that takes that path only where it
 applies: a pass that records gradients, on the CPU, in float32 or float64, from a zero state. Inference,
@@ -21,6 +22,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from seqvision.models.fused import fused_kernels
 
 
 class GRUSequence(torch.autograd.Function):
@@ -41,6 +44,13 @@ class GRUSequence(torch.autograd.Function):
         size = weight_hh.shape[1]
         # The input side in (n, r, z) order lets the backward pass use one buffer for both sides' gradients.
         weight_in, bias_in = candidate_first(weight_ih), candidate_first(bias_ih)
+        ctx.kernels = fused_kernels() if sequences.dtype == torch.float32 else None
+        if ctx.kernels is not None:
+            sequences = sequences.contiguous()
+            outputs, *factors = ctx.kernels.gru_forward(sequences, weight_in, bias_in, weight_hh.contiguous(),
+                                                        bias_hh.contiguous())
+            ctx.save_for_backward(sequences, weight_in, weight_hh, *factors, outputs)
+            return outputs
         reset_update = sequences.new_empty(steps, batch, 2 * size)
         # d h' / d (n's pre-activation), d h' / d (z's), and d (n's pre-activation) / d (r's)
         to_candidate, to_update, to_reset = (sequences.new_empty(steps, batch, size) for _ in range(3))
@@ -69,6 +79,12 @@ class GRUSequence(torch.autograd.Function):
         # grad_outputs (T, B, H) -> gradients of sequences (T, B, F) (if needed), weight_ih, bias_ih, weight_hh, bias_hh
         sequences, weight_in, weight_hh, reset_update, to_candidate, to_update, to_reset, outputs = ctx.saved_tensors
         steps, batch, size = to_candidate.shape
+        if ctx.kernels is not None:
+            grad_sequences, grad_weight_in, grad_bias, grad_weight_hh = ctx.kernels.gru_backward(
+                grad_outputs.contiguous(), sequences, weight_in, weight_hh.contiguous(), reset_update, to_candidate,
+                to_update, to_reset, outputs, ctx.needs_input_grad[0])
+            return (grad_sequences if ctx.needs_input_grad[0] else None, gate_order_restored(grad_weight_in),
+                    gate_order_restored(grad_bias[:3 * size]), grad_weight_hh, grad_bias[size:])
         # One step's gradients of the pre-activations, (B, 4H): n's before and after the product with r sit either
         # side of r's and z's, so [:, :3H] is the input side's (n, r, z) and [:, H:] the hidden side's (r, z, n).
         grads = grad_outputs.new_empty(batch, 4 * size)

@@ -1,0 +1,98 @@
+"""The compiled per-step loops of the hand-written LSTM and GRU training passes (fused_rnn.cpp), built on first use.
+
+PyTorch compiles the C++ file with the machine's compiler into its extensions folder (about 30 s, once per
+machine and version of the file; later processes load the built library). Where that cannot be done, no
+compiler, no ninja, or SEQVISION_FUSED_KERNELS=0 in the environment, the Python loops run instead, with the
+same results up to float32 rounding, and a warning that says why and what it costs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+import shutil
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+SOURCE = Path(__file__).with_name("fused_rnn.cpp")
+SWITCH = "SEQVISION_FUSED_KERNELS"
+# -march=native: the library is built on, and for, the machine that runs it. -ffast-math lets gcc call glibc's
+# vector expf and tanhf, which the loops need to be faster than ATen's own vectorised operations.
+COMPILER_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp-simd"]
+
+
+_python_loops_forced = False
+
+
+def fused_kernels() -> ModuleType | None:
+    """The compiled module, or None when the Python loops must run (the reason is given once as a warning)."""
+    return None if _python_loops_forced else _compiled()
+
+
+@contextlib.contextmanager
+def python_loops() -> Iterator[None]:
+    """Train with the Python loops inside this block, to compare them with the compiled ones or rule those out."""
+    global _python_loops_forced
+    saved, _python_loops_forced = _python_loops_forced, True
+    try:
+        yield
+    finally:
+        _python_loops_forced = saved
+
+
+@functools.cache
+def _compiled() -> ModuleType | None:
+    if os.environ.get(SWITCH, "1") == "0":
+        return None
+    try:
+        return _build()
+    except Exception as error:  # compilers and loaders fail in many ways; each means "use the Python loops"
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        reason = next((line.strip() for line in lines if "error:" in line), lines[-1])
+        warnings.warn(f"seqvision could not compile its fused LSTM/GRU kernels ({reason}); training those models "
+                      f"uses the Python loops, about 2x slower per step. Install a C++ compiler (apt-get install "
+                      f"g++) and ninja (pip install ninja), or set {SWITCH}=0 to silence this.", stacklevel=3)
+        return None
+
+
+def _build() -> ModuleType:
+    from torch.utils import cpp_extension
+
+    name = f"seqvision_fused_rnn_{_machine_tag()}"
+    built = Path(cpp_extension._get_build_directory(name, verbose=False)) / f"{name}.so"
+    if not built.is_file():
+        print(f"seqvision: compiling the fused LSTM/GRU kernels for this CPU (once, about 30 s) into {built.parent}",
+              file=sys.stderr, flush=True)
+    with _ninja_on_path():
+        return cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=COMPILER_FLAGS,
+                                  extra_ldflags=["-lmvec"], verbose=False)
+
+
+def _machine_tag() -> str:
+    """A short hash of the CPU's instruction-set flags: a library built with -march=native for one CPU is never
+    loaded on another that shares the extensions folder (a network home directory, a container image)."""
+    flags = ""
+    if Path("/proc/cpuinfo").is_file():
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    return hashlib.sha256(flags.encode()).hexdigest()[:10]
+
+
+@contextlib.contextmanager
+def _ninja_on_path() -> Iterator[None]:
+    """PyTorch runs `ninja` from PATH; the ninja package that seqvision depends on puts it in the environment's
+    bin folder, which is not on PATH when the environment's python is run without activating it."""
+    saved = os.environ.get("PATH", "")
+    if shutil.which("ninja") is None:
+        with contextlib.suppress(ImportError):
+            import ninja
+
+            os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, saved])
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = saved

@@ -1,0 +1,270 @@
+// The per-step loops of seqvision's hand-written LSTM and GRU training passes (models/cells.py,
+// models/gru_sequence.py), compiled on the user's machine by models/fused.py.
+//
+// The Python loops run the same arithmetic as ten to fifteen small ATen operations per step, each a pass over
+// the step's tensors and each paying Python's and the dispatcher's overhead; for a batch of 64 that overhead and
+// memory traffic cost more than the matrix products. Here each step's elementwise work is one loop that reads
+// its inputs once (vectorised, with glibc's vector expf and tanhf under -ffast-math), and the matrix products
+// stay ATen's. Buffers, layouts and what is saved for the backward pass are those of the Python loops, which
+// stay the reference the tests compare against. float32 only; the callers keep the Python loops for the rest.
+
+#include <torch/extension.h>
+
+#include <math.h>
+
+#include <vector>
+
+namespace {
+
+inline float logistic(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+void check_float(const at::Tensor& tensor, const char* name) {
+  TORCH_CHECK(tensor.scalar_type() == at::kFloat && tensor.is_contiguous() && tensor.device().is_cpu(), name,
+              " must be a contiguous float32 CPU tensor");
+}
+
+// One LSTM step on n = H * B elements, gates in place from pre-activations to activations (i, f, g, o blocks),
+// and the five factors of models/cells.py's gradient_factors.
+template <bool Sigmoid>
+void lstm_step_forward(float* __restrict gates, const float* __restrict previous_cell, float* __restrict cell,
+                       float* __restrict hidden, float* __restrict factors, int64_t n) {
+  float* __restrict in = gates;
+  float* __restrict forget = gates + n;
+  float* __restrict candidate = gates + 2 * n;
+  float* __restrict out = gates + 3 * n;
+#pragma omp simd
+  for (int64_t k = 0; k < n; ++k) {
+    const float i = logistic(in[k]), f = logistic(forget[k]), o = logistic(out[k]);
+    const float g = Sigmoid ? logistic(candidate[k]) : tanhf(candidate[k]);
+    const float c = f * previous_cell[k] + i * g;
+    const float s = Sigmoid ? logistic(c) : tanhf(c);
+    cell[k] = c;
+    hidden[k] = o * s;
+    in[k] = i;
+    forget[k] = f;
+    candidate[k] = g;
+    out[k] = o;
+    factors[k] = g * i * (1.0f - i);
+    factors[n + k] = previous_cell[k] * f * (1.0f - f);
+    factors[2 * n + k] = i * (Sigmoid ? g * (1.0f - g) : 1.0f - g * g);
+    factors[3 * n + k] = s * o * (1.0f - o);
+    factors[4 * n + k] = o * (Sigmoid ? s * (1.0f - s) : 1.0f - s * s);
+  }
+}
+
+// One LSTM step back: the gate gradients from the hidden and cell gradients; the cell gradient goes on to the
+// step before through the forget gate, unless this is the first step.
+void lstm_step_backward(const float* __restrict grad_hidden, float* __restrict grad_cell,
+                        const float* __restrict factors, const float* __restrict forget, float* __restrict grads,
+                        int64_t n, bool to_previous_step) {
+#pragma omp simd
+  for (int64_t k = 0; k < n; ++k) {
+    const float dh = grad_hidden[k];
+    const float dc = grad_cell[k] + dh * factors[4 * n + k];
+    grads[k] = factors[k] * dc;
+    grads[n + k] = factors[n + k] * dc;
+    grads[2 * n + k] = factors[2 * n + k] * dc;
+    grads[3 * n + k] = dh * factors[3 * n + k];
+    grad_cell[k] = to_previous_step ? dc * forget[k] : dc;
+  }
+}
+
+}  // namespace
+
+// models/cells.py's lstm_forward_loop. projected (T, 4H, B) is overwritten with the gates' activations.
+// -> hiddens (T, H, B), factors (T, 5, H, B), last cell state (H, B)
+std::vector<at::Tensor> lstm_forward(at::Tensor projected, const at::Tensor& weight_hh, bool sigmoid) {
+  check_float(projected, "projected");
+  check_float(weight_hh, "weight_hh");
+  const int64_t steps = projected.size(0), batch = projected.size(2), size = weight_hh.size(1);
+  const int64_t n = size * batch;
+  auto hiddens = at::empty({steps, size, batch}, projected.options());
+  auto factors = at::empty({steps, 5, size, batch}, projected.options());
+  auto cells = at::zeros({2, size, batch}, projected.options());  // this step's and the one before, in turn
+  float* gates_data = projected.data_ptr<float>();
+  float* hiddens_data = hiddens.data_ptr<float>();
+  float* factors_data = factors.data_ptr<float>();
+  float* cells_data = cells.data_ptr<float>();
+  for (int64_t step = 0; step < steps; ++step) {
+    if (step > 0) {  // the first step starts from a zero hidden state
+      projected[step].addmm_(weight_hh, hiddens[step - 1]);
+    }
+    const float* previous_cell = cells_data + ((step + 1) % 2) * n;
+    float* cell = cells_data + (step % 2) * n;
+    float* gates = gates_data + step * 4 * n;
+    float* hidden = hiddens_data + step * n;
+    float* step_factors = factors_data + step * 5 * n;
+    if (sigmoid) {
+      lstm_step_forward<true>(gates, previous_cell, cell, hidden, step_factors, n);
+    } else {
+      lstm_step_forward<false>(gates, previous_cell, cell, hidden, step_factors, n);
+    }
+  }
+  return {hiddens, factors, cells[(steps - 1) % 2].clone()};
+}
+
+// models/cells.py's lstm_backward_loop. grad_outputs (T, H, B); grad_cell (H, B), the final cell state's
+// gradient, used as the running cell gradient (so overwritten); the rest as lstm_forward left them.
+// -> the gates' pre-activation gradients (T, 4H, B) and weight_hh's gradient (4H, H)
+std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_outputs, at::Tensor grad_cell, const at::Tensor& weight_hh,
+                                      const at::Tensor& gates, const at::Tensor& hiddens, const at::Tensor& factors) {
+  for (const auto& [tensor, name] : {std::pair{&grad_outputs, "grad_outputs"}, {&grad_cell, "grad_cell"},
+                                     {&weight_hh, "weight_hh"}, {&gates, "gates"}, {&hiddens, "hiddens"},
+                                     {&factors, "factors"}}) {
+    check_float(*tensor, name);
+  }
+  const int64_t steps = factors.size(0), size = factors.size(2), batch = factors.size(3);
+  const int64_t n = size * batch;
+  auto grad_gates = at::empty({steps, 4 * size, batch}, hiddens.options());
+  auto grad_weight = at::zeros_like(weight_hh);
+  auto recurrent = weight_hh.t().contiguous();  // a contiguous left operand makes the per-step product faster
+  auto grad_hidden = grad_outputs[steps - 1].clone();
+  for (int64_t step = steps - 1; step >= 0; --step) {
+    auto step_grads = grad_gates[step];
+    lstm_step_backward(grad_hidden.data_ptr<float>(), grad_cell.data_ptr<float>(),
+                       factors.data_ptr<float>() + step * 5 * n, gates.data_ptr<float>() + step * 4 * n + n,
+                       step_grads.data_ptr<float>(), n, step > 0);
+    if (step > 0) {  // the first step saw a zero hidden state
+      grad_weight.addmm_(step_grads, hiddens[step - 1].t());
+      at::addmm_out(grad_hidden, grad_outputs[step - 1], recurrent, step_grads);
+    }
+  }
+  return {grad_gates, grad_weight};
+}
+
+// models/gru_sequence.py's GRUSequence.forward. sequences (T, B, F); weight_in (3H, F) and bias_in (3H) in
+// (n, r, z) order; weight_hh (3H, H) and bias_hh (3H) in nn.GRU's (r, z, n) order.
+// -> outputs (T, B, H), reset_update (T, B, 2H), to_candidate, to_update, to_reset (T, B, H)
+std::vector<at::Tensor> gru_forward(const at::Tensor& sequences, const at::Tensor& weight_in, const at::Tensor& bias_in,
+                                    const at::Tensor& weight_hh, const at::Tensor& bias_hh) {
+  for (const auto& [tensor, name] : {std::pair{&sequences, "sequences"}, {&weight_in, "weight_in"},
+                                     {&bias_in, "bias_in"}, {&weight_hh, "weight_hh"}, {&bias_hh, "bias_hh"}}) {
+    check_float(*tensor, name);
+  }
+  const int64_t steps = sequences.size(0), batch = sequences.size(1), size = weight_hh.size(1);
+  const auto options = sequences.options();
+  auto outputs = at::empty({steps, batch, size}, options);
+  auto reset_update = at::empty({steps, batch, 2 * size}, options);
+  auto to_candidate = at::empty({steps, batch, size}, options);
+  auto to_update = at::empty({steps, batch, size}, options);
+  auto to_reset = at::empty({steps, batch, size}, options);
+  auto from_input = at::empty({batch, 3 * size}, options);
+  // The first step's: a zero hidden state. A copy, never a view of bias_hh: the later steps write into it.
+  auto from_hidden = at::empty({batch, 3 * size}, options);
+  from_hidden.copy_(bias_hh.expand({batch, 3 * size}));
+  for (int64_t step = 0; step < steps; ++step) {
+    at::addmm_out(from_input, bias_in, sequences[step], weight_in.t());
+    if (step > 0) {
+      at::addmm_out(from_hidden, bias_hh, outputs[step - 1], weight_hh.t());
+    }
+    const float* input_part = from_input.data_ptr<float>();
+    const float* hidden_part = from_hidden.data_ptr<float>();
+    const float* previous = step > 0 ? outputs.data_ptr<float>() + (step - 1) * batch * size : nullptr;
+    float* hidden = outputs.data_ptr<float>() + step * batch * size;
+    float* gates = reset_update.data_ptr<float>() + step * batch * 2 * size;
+    float* candidate_factor = to_candidate.data_ptr<float>() + step * batch * size;
+    float* update_factor = to_update.data_ptr<float>() + step * batch * size;
+    float* reset_factor = to_reset.data_ptr<float>() + step * batch * size;
+    for (int64_t b = 0; b < batch; ++b) {
+      const float* __restrict x = input_part + b * 3 * size;   // n, r, z
+      const float* __restrict h = hidden_part + b * 3 * size;  // r, z, n
+      const float* __restrict before = previous != nullptr ? previous + b * size : nullptr;
+      float* __restrict row_gates = gates + b * 2 * size;
+      const int64_t row = b * size;
+#pragma omp simd
+      for (int64_t j = 0; j < size; ++j) {
+        const float r = logistic(x[size + j] + h[j]);
+        const float z = logistic(x[2 * size + j] + h[size + j]);
+        const float hidden_n = h[2 * size + j];
+        const float n = tanhf(x[j] + r * hidden_n);
+        const float difference = (before != nullptr ? before[j] : 0.0f) - n;
+        hidden[row + j] = n + z * difference;
+        row_gates[j] = r;
+        row_gates[size + j] = z;
+        candidate_factor[row + j] = (1.0f - z) * (1.0f - n * n);
+        update_factor[row + j] = difference * z * (1.0f - z);
+        reset_factor[row + j] = hidden_n * r * (1.0f - r);
+      }
+    }
+  }
+  return {outputs, reset_update, to_candidate, to_update, to_reset};
+}
+
+// models/gru_sequence.py's GRUSequence.backward, from the buffers gru_forward returned. grad_outputs (T, B, H).
+// -> gradients of sequences (T, B, F) (empty unless wanted), weight_in (3H, F) in (n, r, z) order, the biases
+// as one (4H) vector (n's input part, r, z, n's hidden part), and weight_hh (3H, H)
+std::vector<at::Tensor> gru_backward(const at::Tensor& grad_outputs, const at::Tensor& sequences,
+                                     const at::Tensor& weight_in, const at::Tensor& weight_hh,
+                                     const at::Tensor& reset_update, const at::Tensor& to_candidate,
+                                     const at::Tensor& to_update, const at::Tensor& to_reset,
+                                     const at::Tensor& outputs, bool input_grad) {
+  for (const auto& [tensor, name] : {std::pair{&grad_outputs, "grad_outputs"}, {&sequences, "sequences"},
+                                     {&weight_in, "weight_in"}, {&weight_hh, "weight_hh"},
+                                     {&reset_update, "reset_update"}, {&to_candidate, "to_candidate"},
+                                     {&to_update, "to_update"}, {&to_reset, "to_reset"}, {&outputs, "outputs"}}) {
+    check_float(*tensor, name);
+  }
+  const int64_t steps = to_candidate.size(0), batch = to_candidate.size(1), size = to_candidate.size(2);
+  const auto options = grad_outputs.options();
+  // One step's pre-activation gradients, (B, 4H): n's before and after the product with r either side of r's and
+  // z's, so [:, :3H] is the input side's (n, r, z) and [:, H:] the hidden side's (r, z, n).
+  auto grads = at::empty({batch, 4 * size}, options);
+  auto from_input = grads.narrow(1, 0, 3 * size);
+  auto from_hidden = grads.narrow(1, size, 3 * size);
+  auto grad_weight_in = at::zeros_like(weight_in);
+  auto grad_weight_hh = at::zeros_like(weight_hh);
+  auto grad_bias = at::zeros({4 * size}, options);
+  auto grad_sequences = input_grad ? at::empty_like(sequences) : at::empty({0}, options);
+  auto grad_hidden = grad_outputs[steps - 1].clone();
+  auto grad_next = at::empty_like(grad_hidden);  // the gradient of the step before's hidden state
+  float* bias_sum = grad_bias.data_ptr<float>();
+  for (int64_t step = steps - 1; step >= 0; --step) {
+    const float* gates = reset_update.data_ptr<float>() + step * batch * 2 * size;
+    const float* candidate_factor = to_candidate.data_ptr<float>() + step * batch * size;
+    const float* update_factor = to_update.data_ptr<float>() + step * batch * size;
+    const float* reset_factor = to_reset.data_ptr<float>() + step * batch * size;
+    const float* before = step > 0 ? grad_outputs.data_ptr<float>() + (step - 1) * batch * size : nullptr;
+    const float* dh_all = grad_hidden.data_ptr<float>();
+    float* next = grad_next.data_ptr<float>();
+    for (int64_t b = 0; b < batch; ++b) {
+      const int64_t row = b * size;
+      const float* __restrict dh = dh_all + row;
+      const float* __restrict r = gates + b * 2 * size;
+      float* __restrict g = grads.data_ptr<float>() + b * 4 * size;
+#pragma omp simd
+      for (int64_t j = 0; j < size; ++j) {
+        const float grad_n = dh[j] * candidate_factor[row + j];
+        const float grad_z = dh[j] * update_factor[row + j];
+        g[j] = grad_n;
+        g[size + j] = grad_n * reset_factor[row + j];
+        g[2 * size + j] = grad_z;
+        g[3 * size + j] = grad_n * r[j];
+        if (before != nullptr) {
+          next[row + j] = before[row + j] + dh[j] * r[size + j];  // the direct path through h' = ... + z h
+        }
+      }
+#pragma omp simd
+      for (int64_t j = 0; j < 4 * size; ++j) {
+        bias_sum[j] += g[j];
+      }
+    }
+    grad_weight_in.addmm_(from_input.t(), sequences[step]);
+    if (input_grad) {
+      auto step_grad = grad_sequences[step];
+      at::mm_out(step_grad, from_input, weight_in);
+    }
+    if (step > 0) {  // the zero initial state adds nothing to weight_hh's gradient and needs none of its own
+      grad_weight_hh.addmm_(from_hidden.t(), outputs[step - 1]);
+      grad_next.addmm_(from_hidden, weight_hh);
+      std::swap(grad_hidden, grad_next);
+    }
+  }
+  return {grad_sequences, grad_weight_in, grad_bias, grad_weight_hh};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
+  module.def("lstm_forward", &lstm_forward, "the forward loop of models/cells.py's LSTMSequence");
+  module.def("lstm_backward", &lstm_backward, "the backward loop of models/cells.py's LSTMSequence");
+  module.def("gru_forward", &gru_forward, "the forward loop of models/gru_sequence.py's GRUSequence");
+  module.def("gru_backward", &gru_backward, "the backward loop of models/gru_sequence.py's GRUSequence");
+}

@@ -1,0 +1,89 @@
+"""The compiled LSTM and GRU loops (models/fused_rnn.cpp) against the Python loops they replace, which stay the
+reference (themselves checked against nn.LSTM, nn.GRU and finite differences in test_cells.py and
+test_gru_sequence.py)."""
+
+import contextlib
+
+import pytest
+import torch
+
+from seqvision.models import fused
+from seqvision.models.cells import ExplicitLSTM
+from seqvision.models.fused import fused_kernels, python_loops
+from seqvision.models.gru_sequence import GRU
+
+
+def test_the_kernels_compile_on_this_machine():
+    # CI's machines have a compiler: here a fallback to the Python loops would hide a broken build.
+    assert fused_kernels() is not None
+
+
+def outputs_and_gradients(layer: torch.nn.Module, sequences: torch.Tensor, compiled: bool
+                          ) -> tuple[torch.Tensor, ...]:
+    layer.zero_grad()
+    inputs = sequences.clone().requires_grad_()
+    with contextlib.nullcontext() if compiled else python_loops():
+        outputs, finals = layer(inputs)
+        finals = finals[1] if isinstance(finals, tuple) else finals  # the LSTM's cell state, the GRU's hidden
+        torch.manual_seed(9)
+        ((outputs * torch.randn(outputs.shape)).sum() + (finals * torch.randn(finals.shape)).sum()).backward()
+    return outputs, finals, inputs.grad, *(parameter.grad for parameter in layer.parameters())
+
+
+SHAPES = [  # (batch, steps, features, hidden): seed 000's, odd sizes that leave vector tails, one step, batch 1
+    pytest.param(64, 28, 28, 128, id="seed-000"),
+    pytest.param(5, 11, 7, 13, id="odd"),
+    pytest.param(3, 1, 4, 6, id="one-step"),
+    pytest.param(1, 6, 3, 17, id="batch-1"),
+]
+
+
+@pytest.mark.parametrize(("batch", "steps", "features", "hidden"), SHAPES)
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
+def test_compiled_lstm_loops_match_the_python_loops(batch, steps, features, hidden, activation):
+    torch.manual_seed(3)
+    lstm = ExplicitLSTM(features, hidden, num_layers=2, activation=activation)
+    sequences = torch.randn(batch, steps, features)
+    compiled, reference = (outputs_and_gradients(lstm, sequences, flag) for flag in (True, False))
+    for actual, expected in zip(compiled, reference, strict=True):
+        torch.testing.assert_close(actual, expected, atol=1e-4, rtol=1e-5)  # sums of B x T terms, in another order
+
+
+@pytest.mark.parametrize(("batch", "steps", "features", "hidden"), SHAPES)
+def test_compiled_gru_loops_match_the_python_loops(batch, steps, features, hidden):
+    torch.manual_seed(4)
+    gru = GRU(features, hidden, num_layers=2, bidirectional=True, batch_first=True)
+    sequences = torch.randn(batch, steps, features)
+    compiled, reference = (outputs_and_gradients(gru, sequences, flag) for flag in (True, False))
+    for actual, expected in zip(compiled, reference, strict=True):
+        torch.testing.assert_close(actual, expected, atol=1e-4, rtol=1e-5)  # sums of B x T terms, in another order
+
+
+def test_compiled_loops_repeat_exactly():
+    torch.manual_seed(5)
+    lstm = ExplicitLSTM(28, 32, activation="sigmoid")
+    sequences = torch.randn(16, 28, 28)
+    first, second = (outputs_and_gradients(lstm, sequences, True) for _ in range(2))
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+def test_a_failed_compilation_warns_with_the_compilers_error_and_falls_back(tmp_path, monkeypatch):
+    broken = tmp_path / "fused_rnn.cpp"
+    broken.write_text("#include <torch/extension.h>\nint seqvision_test_function() { return undeclared_name; }\n")
+    monkeypatch.setattr(fused, "SOURCE", broken)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))
+    fused._compiled.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match=r"could not compile .*undeclared_name.*Python loops"):
+            assert fused_kernels() is None
+    finally:
+        fused._compiled.cache_clear()
+
+
+def test_the_environment_switch_turns_the_kernels_off(monkeypatch):
+    monkeypatch.setenv(fused.SWITCH, "0")
+    fused._compiled.cache_clear()
+    try:
+        assert fused_kernels() is None
+    finally:
+        fused._compiled.cache_clear()
