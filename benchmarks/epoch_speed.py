@@ -228,6 +228,17 @@ class Bench:
             self.lightning_history.append(float(read_history(trained.run.history_path)[-1]["seconds"]))
         return timer.clock.phases
 
+    def epoch_of(self, model: str) -> dict[str, Timing]:
+        """A seqvision epoch of another model at its own default size, on the same batches and settings."""
+        config = self.config
+        self.config = resolve_model_options(dataclasses.replace(config, model=model, hidden=None, layers=None,
+                                                                dropout=None).validate())
+        try:
+            return self.seqvision_epoch()
+        finally:
+            self.config = config
+            self.lightning_history.pop()
+
     def manually_optimised_epoch(self) -> dict[str, Timing]:
         with manual_optimisation():
             return self.seqvision_epoch()
@@ -253,6 +264,11 @@ def print_table(results: dict[str, list[dict[str, Timing]]], bench: Bench, steps
     lightning = totals["seqvision"]
     print(f"\nframework overhead (seqvision epoch / bare loop - 1): "
           f"wall {100 * (lightning.wall / bare.wall - 1):+.1f}%, CPU {100 * (lightning.cpu / bare.cpu - 1):+.1f}%")
+    for name in totals:
+        if name.startswith("seqvision epoch of "):
+            other = totals[name]
+            print(f"{name.removeprefix('seqvision epoch of ')} epoch / {bench.config.model} epoch: wall "
+                  f"{other.wall / lightning.wall:.3f}x, CPU {other.cpu / lightning.cpu:.3f}x")
     if "manual" in totals:
         manual = totals["manual"]
         print(f"overhead under manual optimisation: wall {100 * (manual.wall / bare.wall - 1):+.1f}%, "
@@ -298,6 +314,8 @@ def main() -> None:
     parser.add_argument("--train-limit", type=int, help="train on the first N images only, for a quick check")
     parser.add_argument("--manual-optimisation", action="store_true",
                         help="also time the seqvision epoch under Lightning's manual optimisation")
+    parser.add_argument("--versus", metavar="MODEL", help="also time a seqvision epoch of this model (at its "
+                                                           "default size), e.g. --model lstm --versus gru")
     parser.add_argument("--profile", action="store_true", help="cProfile one seqvision epoch instead")
     args = parser.parse_args()
     if args.threads:
@@ -313,6 +331,8 @@ def main() -> None:
                                                "seqvision": bench.seqvision_epoch}
     if args.manual_optimisation:
         stages["manual"] = bench.manually_optimised_epoch
+    if args.versus:
+        stages[f"seqvision epoch of {args.versus}"] = lambda: bench.epoch_of(args.versus)
     for workers in args.workers:
         stages[f"tutorial pattern: Dataset + DataLoader, {workers} workers"] = lambda w=workers: bench.tutorial(w)
     bench.warm_up()

@@ -23,7 +23,7 @@ SOURCE = Path(__file__).with_name("fused_rnn.cpp")
 SWITCH = "SEQVISION_FUSED_KERNELS"
 # -march=native: the library is built on, and for, the machine that runs it. -ffast-math lets gcc call glibc's
 # vector expf and tanhf, which the loops need to be faster than ATen's own vectorised operations.
-COMPILER_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp-simd"]
+COMPILER_FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math", "-fopenmp-simd"]
 
 
 _python_loops_forced = False

@@ -135,6 +135,7 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_outputs, at::Tensor
 // models/gru_sequence.py's GRUSequence.forward. sequences (T, B, F); weight_in (3H, F) and bias_in (3H) in
 // (n, r, z) order; weight_hh (3H, H) and bias_hh (3H) in nn.GRU's (r, z, n) order.
 // -> outputs (T, B, H), reset_update (T, B, 2H), to_candidate, to_update, to_reset (T, B, H)
+// The Python loop projects the input step by step; compiled, one product over all steps is faster.
 std::vector<at::Tensor> gru_forward(const at::Tensor& sequences, const at::Tensor& weight_in, const at::Tensor& bias_in,
                                     const at::Tensor& weight_hh, const at::Tensor& bias_hh) {
   for (const auto& [tensor, name] : {std::pair{&sequences, "sequences"}, {&weight_in, "weight_in"},
@@ -148,18 +149,19 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& sequences, const at::Tenso
   auto to_candidate = at::empty({steps, batch, size}, options);
   auto to_update = at::empty({steps, batch, size}, options);
   auto to_reset = at::empty({steps, batch, size}, options);
-  auto from_input = at::empty({batch, 3 * size}, options);
+  auto from_inputs = at::addmm(bias_in, sequences.reshape({steps * batch, -1}), weight_in.t());  // (T B, 3H)
   // The first step's: a zero hidden state. A copy, never a view of bias_hh: the later steps write into it.
   auto from_hidden = at::empty({batch, 3 * size}, options);
   from_hidden.copy_(bias_hh.expand({batch, 3 * size}));
+  auto zero_state = at::zeros({batch, size}, options);  // read as step 0's previous state: no branch in the loop
   for (int64_t step = 0; step < steps; ++step) {
-    at::addmm_out(from_input, bias_in, sequences[step], weight_in.t());
     if (step > 0) {
       at::addmm_out(from_hidden, bias_hh, outputs[step - 1], weight_hh.t());
     }
-    const float* input_part = from_input.data_ptr<float>();
+    const float* input_part = from_inputs.data_ptr<float>() + step * batch * 3 * size;
     const float* hidden_part = from_hidden.data_ptr<float>();
-    const float* previous = step > 0 ? outputs.data_ptr<float>() + (step - 1) * batch * size : nullptr;
+    const float* previous =
+        step > 0 ? outputs.data_ptr<float>() + (step - 1) * batch * size : zero_state.data_ptr<float>();
     float* hidden = outputs.data_ptr<float>() + step * batch * size;
     float* gates = reset_update.data_ptr<float>() + step * batch * 2 * size;
     float* candidate_factor = to_candidate.data_ptr<float>() + step * batch * size;
@@ -168,7 +170,7 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& sequences, const at::Tenso
     for (int64_t b = 0; b < batch; ++b) {
       const float* __restrict x = input_part + b * 3 * size;   // n, r, z
       const float* __restrict h = hidden_part + b * 3 * size;  // r, z, n
-      const float* __restrict before = previous != nullptr ? previous + b * size : nullptr;
+      const float* __restrict before = previous + b * size;
       float* __restrict row_gates = gates + b * 2 * size;
       const int64_t row = b * size;
 #pragma omp simd
@@ -177,7 +179,7 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& sequences, const at::Tenso
         const float z = logistic(x[2 * size + j] + h[size + j]);
         const float hidden_n = h[2 * size + j];
         const float n = tanhf(x[j] + r * hidden_n);
-        const float difference = (before != nullptr ? before[j] : 0.0f) - n;
+        const float difference = before[j] - n;
         hidden[row + j] = n + z * difference;
         row_gates[j] = r;
         row_gates[size + j] = z;
@@ -193,6 +195,8 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& sequences, const at::Tenso
 // models/gru_sequence.py's GRUSequence.backward, from the buffers gru_forward returned. grad_outputs (T, B, H).
 // -> gradients of sequences (T, B, F) (empty unless wanted), weight_in (3H, F) in (n, r, z) order, the biases
 // as one (4H) vector (n's input part, r, z, n's hidden part), and weight_hh (3H, H)
+// The recurrence runs step by step; the gradients it feeds (weights, biases, inputs) are then whole-sequence
+// products over every step's pre-activation gradients, kept in one (T, B, 4H) buffer.
 std::vector<at::Tensor> gru_backward(const at::Tensor& grad_outputs, const at::Tensor& sequences,
                                      const at::Tensor& weight_in, const at::Tensor& weight_hh,
                                      const at::Tensor& reset_update, const at::Tensor& to_candidate,
@@ -206,59 +210,51 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_outputs, const at::T
   }
   const int64_t steps = to_candidate.size(0), batch = to_candidate.size(1), size = to_candidate.size(2);
   const auto options = grad_outputs.options();
-  // One step's pre-activation gradients, (B, 4H): n's before and after the product with r either side of r's and
-  // z's, so [:, :3H] is the input side's (n, r, z) and [:, H:] the hidden side's (r, z, n).
-  auto grads = at::empty({batch, 4 * size}, options);
-  auto from_input = grads.narrow(1, 0, 3 * size);
-  auto from_hidden = grads.narrow(1, size, 3 * size);
-  auto grad_weight_in = at::zeros_like(weight_in);
-  auto grad_weight_hh = at::zeros_like(weight_hh);
-  auto grad_bias = at::zeros({4 * size}, options);
-  auto grad_sequences = input_grad ? at::empty_like(sequences) : at::empty({0}, options);
+  // Every step's pre-activation gradients, (T, B, 4H): n's before and after the product with r either side of
+  // r's and z's, so [..., :3H] is the input side's (n, r, z) and [..., H:] the hidden side's (r, z, n).
+  auto grads = at::empty({steps, batch, 4 * size}, options);
   auto grad_hidden = grad_outputs[steps - 1].clone();
   auto grad_next = at::empty_like(grad_hidden);  // the gradient of the step before's hidden state
-  float* bias_sum = grad_bias.data_ptr<float>();
+  auto no_gradient = at::zeros({batch, size}, options);  // step 0's "step before": no branch in the loop
   for (int64_t step = steps - 1; step >= 0; --step) {
     const float* gates = reset_update.data_ptr<float>() + step * batch * 2 * size;
     const float* candidate_factor = to_candidate.data_ptr<float>() + step * batch * size;
     const float* update_factor = to_update.data_ptr<float>() + step * batch * size;
     const float* reset_factor = to_reset.data_ptr<float>() + step * batch * size;
-    const float* before = step > 0 ? grad_outputs.data_ptr<float>() + (step - 1) * batch * size : nullptr;
+    const float* before =
+        step > 0 ? grad_outputs.data_ptr<float>() + (step - 1) * batch * size : no_gradient.data_ptr<float>();
     const float* dh_all = grad_hidden.data_ptr<float>();
+    float* step_grads = grads.data_ptr<float>() + step * batch * 4 * size;
     float* next = grad_next.data_ptr<float>();
     for (int64_t b = 0; b < batch; ++b) {
       const int64_t row = b * size;
       const float* __restrict dh = dh_all + row;
       const float* __restrict r = gates + b * 2 * size;
-      float* __restrict g = grads.data_ptr<float>() + b * 4 * size;
+      float* __restrict g = step_grads + b * 4 * size;
 #pragma omp simd
       for (int64_t j = 0; j < size; ++j) {
         const float grad_n = dh[j] * candidate_factor[row + j];
-        const float grad_z = dh[j] * update_factor[row + j];
         g[j] = grad_n;
         g[size + j] = grad_n * reset_factor[row + j];
-        g[2 * size + j] = grad_z;
+        g[2 * size + j] = dh[j] * update_factor[row + j];
         g[3 * size + j] = grad_n * r[j];
-        if (before != nullptr) {
-          next[row + j] = before[row + j] + dh[j] * r[size + j];  // the direct path through h' = ... + z h
-        }
-      }
-#pragma omp simd
-      for (int64_t j = 0; j < 4 * size; ++j) {
-        bias_sum[j] += g[j];
+        next[row + j] = before[row + j] + dh[j] * r[size + j];  // the direct path through h' = ... + z h
       }
     }
-    grad_weight_in.addmm_(from_input.t(), sequences[step]);
-    if (input_grad) {
-      auto step_grad = grad_sequences[step];
-      at::mm_out(step_grad, from_input, weight_in);
-    }
-    if (step > 0) {  // the zero initial state adds nothing to weight_hh's gradient and needs none of its own
-      grad_weight_hh.addmm_(from_hidden.t(), outputs[step - 1]);
-      grad_next.addmm_(from_hidden, weight_hh);
+    if (step > 0) {
+      grad_next.addmm_(grads[step].narrow(1, size, 3 * size), weight_hh);
       std::swap(grad_hidden, grad_next);
     }
   }
+  auto flat = grads.view({steps * batch, 4 * size});
+  auto from_input = flat.narrow(1, 0, 3 * size);
+  auto grad_weight_in = at::mm(from_input.t(), sequences.reshape({steps * batch, -1}));
+  auto grad_bias = flat.sum(0);
+  // The zero initial state adds nothing to weight_hh's gradient: steps 1 to T-1 against the outputs before them.
+  auto grad_weight_hh = at::mm(grads.narrow(0, 1, steps - 1).reshape({(steps - 1) * batch, 4 * size})
+                                   .narrow(1, size, 3 * size).t(),
+                               outputs.narrow(0, 0, steps - 1).reshape({(steps - 1) * batch, size}));
+  auto grad_sequences = input_grad ? at::mm(from_input, weight_in).view(sequences.sizes()) : at::empty({0}, options);
   return {grad_sequences, grad_weight_in, grad_bias, grad_weight_hh};
 }
 
