@@ -94,6 +94,7 @@ def test_wheel_ships_the_presets_and_the_licence(installed):
         preset = wheel.read("seqvision/presets/seed-000-lstm.yaml").decode()
         metadata = wheel.read("seqvision-0.1.0.dist-info/METADATA").decode()
     assert {f"seqvision/presets/{name}.yaml" for name in PRESETS} <= names
+    assert "seqvision/models/fused_rnn.cpp" in names, "the fused LSTM/GRU kernels are compiled from it on first use"
     assert "preset:" in preset and "reproduces:" in preset
     assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
     assert "License-Expression: MIT" in metadata
