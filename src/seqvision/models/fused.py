@@ -22,7 +22,9 @@ from types import ModuleType
 SOURCE = Path(__file__).with_name("fused_rnn.cpp")
 SWITCH = "SEQVISION_FUSED_KERNELS"
 # -march=native: the library is built on, and for, the machine that runs it. -ffast-math lets gcc call glibc's
-# vector expf and tanhf, which the loops need to be faster than ATen's own vectorised operations.
+# vector expf and tanhf, which the loops need to be faster than ATen's own vectorised operations. gcc keeps to
+# 256-bit vectors on AVX-512 CPUs unless told; 512 bits, with the branches taken out of the GRU's loops, cut their
+# own time in a GRU training step from 1.7 to 1.3 ms (torch.profiler, both changes measured together).
 COMPILER_FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math", "-fopenmp-simd"]
 
 
@@ -74,12 +76,15 @@ def _build() -> ModuleType:
 
 
 def _machine_tag() -> str:
-    """A short hash of the CPU's instruction-set flags: a library built with -march=native for one CPU is never
-    loaded on another that shares the extensions folder (a network home directory, a container image)."""
+    """A short hash of the CPU's instruction-set flags and torch's version: a library built with -march=native for
+    one CPU is never loaded on another that shares the extensions folder (a network home directory, a container
+    image), nor one built against another torch, whose C++ interface differs."""
+    import torch
+
     flags = ""
     if Path("/proc/cpuinfo").is_file():
         flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-    return hashlib.sha256(flags.encode()).hexdigest()[:10]
+    return hashlib.sha256(f"{flags}\n{torch.__version__}".encode()).hexdigest()[:10]
 
 
 @contextlib.contextmanager
