@@ -80,6 +80,17 @@ def test_a_failed_compilation_warns_with_the_compilers_error_and_falls_back(tmp_
         fused._compiled.cache_clear()
 
 
+def test_a_missing_compiler_is_named_in_the_warning(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))
+    fused._compiled.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match=r"compile .*no-such-compiler: not found.*Install a C\+\+ compiler"):
+            assert fused_kernels() is None
+    finally:
+        fused._compiled.cache_clear()
+
+
 def test_the_environment_switch_turns_the_kernels_off(monkeypatch):
     monkeypatch.setenv(fused.SWITCH, "0")
     fused._compiled.cache_clear()

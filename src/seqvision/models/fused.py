@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import logging
 import os
 import shutil
 import sys
@@ -27,6 +28,9 @@ SWITCH = "SEQVISION_FUSED_KERNELS"
 # own time in a GRU training step from 1.7 to 1.3 ms (torch.profiler, both changes measured together).
 COMPILER_FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math", "-fopenmp-simd"]
 
+
+# What marks the line of a failed build that names its cause (the compiler's error, a missing program).
+CAUSES = ("error:", "not found", "No such file")
 
 _python_loops_forced = False
 
@@ -55,7 +59,7 @@ def _compiled() -> ModuleType | None:
         return _build()
     except Exception as error:  # compilers and loaders fail in many ways; each means "use the Python loops"
         lines = str(error).strip().splitlines() or [type(error).__name__]
-        reason = next((line.strip() for line in lines if "error:" in line), lines[-1])
+        reason = next((line.strip() for line in lines if any(sign in line for sign in CAUSES)), lines[-1])
         warnings.warn(f"seqvision could not compile its fused LSTM/GRU kernels ({reason}); training those models "
                       f"uses the Python loops, 1.3x to 1.6x slower per step. Install a C++ compiler (apt-get install "
                       f"g++) and ninja (pip install ninja), or set {SWITCH}=0 to silence this.", stacklevel=3)
@@ -70,7 +74,9 @@ def _build() -> ModuleType:
     if not built.is_file():
         print(f"seqvision: compiling the fused LSTM/GRU kernels for this CPU (once, about 30 s) into {built.parent}",
               file=sys.stderr, flush=True)
-    with _ninja_on_path():
+    # PyTorch logs a long warning when the compiler is not the one it was built with; the fallback's own warning
+    # names the cause in one line.
+    with _ninja_on_path(), _quiet_logger("torch.utils.cpp_extension"):
         return cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=COMPILER_FLAGS,
                                   extra_ldflags=["-lmvec"], verbose=False)
 
@@ -101,3 +107,14 @@ def _ninja_on_path() -> Iterator[None]:
         yield
     finally:
         os.environ["PATH"] = saved
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
