@@ -98,3 +98,16 @@ def test_the_environment_switch_turns_the_kernels_off(monkeypatch):
         assert fused_kernels() is None
     finally:
         fused._compiled.cache_clear()
+
+
+def test_training_builds_the_kernels_first_only_for_models_that_use_them(monkeypatch):
+    from seqvision.config import TrainConfig
+    from seqvision.models import build_model, resolve_model_options
+
+    built = []
+    monkeypatch.setattr(fused, "fused_kernels", lambda: built.append(True))
+    for options, uses in (({"model": "lstm"}, False), ({"model": "cnn"}, False), ({"model": "gru"}, True),
+                          ({"model": "lstm", "cell_activation": "sigmoid"}, True)):
+        built.clear()
+        fused.build_for(build_model(resolve_model_options(TrainConfig(**options)), (28, 28), 10))
+        assert built == ([True] if uses else []), options

@@ -102,7 +102,7 @@ class LSTMSequence(torch.autograd.Function):
         with torch.autocast(inputs.device.type, enabled=False):  # the dtypes here are chosen, not cast
             inputs, weight_ih, weight_hh = (tensor.to(dtype) for tensor in (inputs, weight_ih, weight_hh))
             projected = torch.matmul(weight_ih, inputs.permute(1, 2, 0)).to(state_dtype(dtype)).add_(bias[:, None])
-            kernels = fused_kernels() if dtype == torch.float32 else None
+            kernels = fused_kernels() if dtype == torch.float32 and inputs.device.type == "cpu" else None
             if kernels is not None:
                 hiddens, factors, last_cell = kernels.lstm_forward(projected, weight_hh.contiguous(),
                                                                      activation == "sigmoid")
@@ -240,6 +240,8 @@ def state_dtype(dtype: torch.dtype) -> torch.dtype:
 
 class ExplicitLSTM(nn.Module):
     """A batch-first, unidirectional, stacked LSTM made of `LSTMCell`s (layer k is `cells[k]`)."""
+
+    trains_with_compiled_loops = True  # on the CPU in float32: models/fused.py
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0,
                  activation: str = "tanh") -> None:

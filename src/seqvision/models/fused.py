@@ -19,6 +19,10 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 SOURCE = Path(__file__).with_name("fused_rnn.cpp")
 SWITCH = "SEQVISION_FUSED_KERNELS"
@@ -38,6 +42,13 @@ _python_loops_forced = False
 def fused_kernels() -> ModuleType | None:
     """The compiled module, or None when the Python loops must run (the reason is given once as a warning)."""
     return None if _python_loops_forced else _compiled()
+
+
+def build_for(model: torch.nn.Module) -> None:
+    """Build (or load) the kernels now if `model` trains with them, so that the first build's half minute is not
+    counted in the first epoch's time."""
+    if any(getattr(module, "trains_with_compiled_loops", False) for module in model.modules()):
+        fused_kernels()
 
 
 @contextlib.contextmanager

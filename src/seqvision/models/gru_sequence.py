@@ -130,6 +130,8 @@ class GRU(nn.GRU):
     takes and returns what `nn.GRU` does. One difference: that pass keeps its outputs for the backward pass, so
     changing them in place before it raises autograd's error, where `nn.GRU` allows it."""
 
+    trains_with_compiled_loops = True  # on the CPU in float32: models/fused.py
+
     def forward(self, input: Any, hx: torch.Tensor | None = None) -> tuple[Any, torch.Tensor]:
         if not self._hand_written_pass_applies(input, hx):
             return super().forward(input, hx)

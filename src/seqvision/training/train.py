@@ -28,6 +28,7 @@ from seqvision.data.batches import RunBatches, split_batches
 from seqvision.data.folder import with_run_split, write_split_file
 from seqvision.errors import ConfigError, DiskFullError, TrainingDivergedError, TrainingInterruptedError
 from seqvision.models import build_model, resolve_model_options
+from seqvision.models.fused import build_for
 from seqvision.models.summary import model_summary
 from seqvision.runs.checkpoint import describe, read_checkpoint
 from seqvision.runs.folder import RunFolder
@@ -122,6 +123,8 @@ def _train(config: TrainConfig, run: RunFolder, resume: str | os.PathLike[str] |
                                   f"pass --epochs N with N > {trained} to train it further.")
         L.seed_everything(config.seed, verbose=False)
         model = build_model(config, image_shape, len(classes))
+        if accelerator == "cpu":
+            build_for(model)
         if config.memory_format == "channels-last":
             # Only 4-D tensors change layout, so only convolution weights; checkpoints load into either layout.
             model = model.to(memory_format=torch.channels_last)
