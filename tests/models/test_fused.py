@@ -67,37 +67,32 @@ def test_compiled_loops_repeat_exactly():
     assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
 
 
-def test_a_failed_compilation_warns_with_the_compilers_error_and_falls_back(tmp_path, monkeypatch):
+@pytest.fixture
+def new_build(tmp_path, monkeypatch):
+    """The next fused_kernels() builds again, into an empty extensions folder; the cached module is back after."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))
+    fused._compiled.cache_clear()
+    yield
+    fused._compiled.cache_clear()
+
+
+def test_a_failed_compilation_warns_with_the_compilers_error_and_falls_back(new_build, tmp_path, monkeypatch):
     broken = tmp_path / "fused_rnn.cpp"
     broken.write_text("#include <torch/extension.h>\nint seqvision_test_function() { return undeclared_name; }\n")
     monkeypatch.setattr(fused, "SOURCE", broken)
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))
-    fused._compiled.cache_clear()
-    try:
-        with pytest.warns(UserWarning, match=r"could not compile .*undeclared_name.*Python loops"):
-            assert fused_kernels() is None
-    finally:
-        fused._compiled.cache_clear()
-
-
-def test_a_missing_compiler_is_named_in_the_warning(tmp_path, monkeypatch):
-    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))
-    fused._compiled.cache_clear()
-    try:
-        with pytest.warns(UserWarning, match=r"compile .*no-such-compiler: not found.*Install a C\+\+ compiler"):
-            assert fused_kernels() is None
-    finally:
-        fused._compiled.cache_clear()
-
-
-def test_the_environment_switch_turns_the_kernels_off(monkeypatch):
-    monkeypatch.setenv(fused.SWITCH, "0")
-    fused._compiled.cache_clear()
-    try:
+    with pytest.warns(UserWarning, match=r"could not compile .*undeclared_name.*Python loops"):
         assert fused_kernels() is None
-    finally:
-        fused._compiled.cache_clear()
+
+
+def test_a_missing_compiler_is_named_in_the_warning(new_build, tmp_path, monkeypatch):
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    with pytest.warns(UserWarning, match=r"compile .*no-such-compiler: not found.*Install a C\+\+ compiler"):
+        assert fused_kernels() is None
+
+
+def test_the_environment_switch_turns_the_kernels_off(new_build, monkeypatch):
+    monkeypatch.setenv(fused.SWITCH, "0")
+    assert fused_kernels() is None
 
 
 def test_training_builds_the_kernels_first_only_for_models_that_use_them(monkeypatch):
