@@ -228,6 +228,19 @@ class Bench:
             self.lightning_history.append(float(read_history(trained.run.history_path)[-1]["seconds"]))
         return timer.clock.phases
 
+    def deterministic_bare_loop(self) -> dict[str, Timing]:
+        """The bare loop in the deterministic mode seqvision trains in (Lightning's `deterministic=True` without its
+        NaN fill of new memory), to tell that mode's cost from the framework's."""
+        enabled = torch.are_deterministic_algorithms_enabled()
+        fill = torch.utils.deterministic.fill_uninitialized_memory
+        torch.use_deterministic_algorithms(True)
+        torch.utils.deterministic.fill_uninitialized_memory = False
+        try:
+            return self.bare_loop()
+        finally:
+            torch.use_deterministic_algorithms(enabled)
+            torch.utils.deterministic.fill_uninitialized_memory = fill
+
     def epoch_of(self, model: str) -> dict[str, Timing]:
         """A seqvision epoch of another model at its own default size, on the same batches and settings."""
         config = self.config
@@ -284,6 +297,7 @@ STAGE_NAMES = {
     "bare": "bare PyTorch loop (train steps + validation pass)",
     "seqvision": "seqvision epoch (Lightning: steps, validation, history, checkpoints)",
     "manual": "seqvision epoch, Lightning's manual optimisation",
+    "deterministic": "bare PyTorch loop in deterministic mode (no NaN fill)",
 }
 
 
@@ -314,6 +328,8 @@ def main() -> None:
     parser.add_argument("--train-limit", type=int, help="train on the first N images only, for a quick check")
     parser.add_argument("--manual-optimisation", action="store_true",
                         help="also time the seqvision epoch under Lightning's manual optimisation")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="also time the bare loop in the deterministic mode seqvision trains in")
     parser.add_argument("--versus", metavar="MODEL", help="also time a seqvision epoch of this model (at its "
                                                            "default size), e.g. --model lstm --versus gru")
     parser.add_argument("--profile", action="store_true", help="cProfile one seqvision epoch instead")
@@ -331,6 +347,8 @@ def main() -> None:
                                                "seqvision": bench.seqvision_epoch}
     if args.manual_optimisation:
         stages["manual"] = bench.manually_optimised_epoch
+    if args.deterministic:
+        stages["deterministic"] = bench.deterministic_bare_loop
     if args.versus:
         stages[f"seqvision epoch of {args.versus}"] = lambda: bench.epoch_of(args.versus)
     for workers in args.workers:
