@@ -104,7 +104,8 @@ def main() -> None:
 
 def where_the_forward_time_goes(fused: nn.LSTM, images: torch.Tensor, repeats: int) -> None:
     """The forward pass alone, in float32: nn.LSTM with oneDNN's fused RNN and with ATen's own loop, the explicit
-    training path, and the one recurrent matrix product every step of a Python loop has to make."""
+    training path, its inference path compiled and as readable cells, and the one recurrent matrix product every
+    step of a Python loop has to make."""
     explicit = ExplicitLSTM.like(fused, activation="sigmoid")
     hidden = torch.randn(fused.hidden_size, images.shape[0])
     recurrent, projected = fused.weight_hh_l0.detach(), torch.randn(4 * fused.hidden_size, images.shape[0])
@@ -121,12 +122,17 @@ def where_the_forward_time_goes(fused: nn.LSTM, images: torch.Tensor, repeats: i
         with torch.no_grad():
             fused(images)
 
-    def readable_cells() -> None:
+    def compiled_inference() -> None:
         with torch.no_grad():  # the inference path: validation, test, predict
             explicit(images)
 
+    def readable_cells() -> None:
+        with torch.no_grad(), python_loops():  # inference without the compiled loops
+            explicit(images)
+
     seconds = interleaved_medians({"onednn": with_onednn, "aten": without_onednn,
-                                   "explicit": lambda: explicit(images), "readable": readable_cells}, repeats)
+                                   "explicit": lambda: explicit(images), "inference": compiled_inference,
+                                   "readable": readable_cells}, repeats)
     step_product = interleaved_medians({"product": lambda: torch.addmm(projected, recurrent, hidden)},
                                        20 * repeats)["product"]
     print("\n| forward pass only | ms |")
@@ -134,7 +140,8 @@ def where_the_forward_time_goes(fused: nn.LSTM, images: torch.Tensor, repeats: i
     print(f"| nn.LSTM, oneDNN's fused RNN | {1000 * seconds['onednn']:.2f} |")
     print(f"| nn.LSTM, oneDNN off (ATen's C++ loop) | {1000 * seconds['aten']:.2f} |")
     print(f"| explicit, training path (sigmoid), compiled loops | {1000 * seconds['explicit']:.2f} |")
-    print(f"| explicit, readable cells without gradients (sigmoid; inference) | {1000 * seconds['readable']:.2f} |")
+    print(f"| explicit, inference without gradients (sigmoid), compiled loops | {1000 * seconds['inference']:.2f} |")
+    print(f"| explicit, inference without gradients (sigmoid), readable cells | {1000 * seconds['readable']:.2f} |")
     print(f"\nOne step's recurrent product ({4 * fused.hidden_size}x{fused.hidden_size} by {fused.hidden_size}x"
           f"{images.shape[0]}, the explicit path's layout) alone: {1e6 * step_product:.1f} us, x {images.shape[1]} "
           f"steps = {1000 * step_product * images.shape[1]:.2f} ms.")

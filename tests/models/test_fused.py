@@ -59,6 +59,43 @@ def test_compiled_gru_loops_match_the_python_loops(batch, steps, features, hidde
         torch.testing.assert_close(actual, expected, atol=1e-4, rtol=1e-5)  # sums of B x T terms, in another order
 
 
+@pytest.mark.parametrize(("batch", "steps", "features", "hidden"), SHAPES)
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
+def test_compiled_inference_matches_the_readable_cells(batch, steps, features, hidden, activation):
+    torch.manual_seed(6)
+    lstm = ExplicitLSTM(features, hidden, num_layers=2, activation=activation).eval()
+    sequences = torch.randn(batch, steps, features)
+    with torch.inference_mode():
+        compiled = lstm(sequences)
+        with python_loops():
+            readable = lstm(sequences)
+    torch.testing.assert_close(compiled, readable, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("sigmoid", [True, False])
+def test_splitting_a_step_across_threads_changes_no_result(sigmoid):
+    # A step of 130 x 67 elements, not a whole number of vectors, is split across two threads. Zero recurrent
+    # weights add exact zeros, so the elementwise loops alone decide the results, which must be the same bits as
+    # on one thread.
+    kernels, threads = fused_kernels(), torch.get_num_threads()
+    torch.manual_seed(7)
+    steps, hidden, batch = 5, 130, 67
+    projected, recurrent = torch.randn(steps, 4 * hidden, batch) * 3, torch.zeros(4 * hidden, hidden)
+    grad_outputs, grad_cell = torch.randn(steps, hidden, batch), torch.randn(hidden, batch)
+    results = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            gates = projected.clone()
+            hiddens, factors, cell = kernels.lstm_forward(gates, recurrent, sigmoid)
+            grad_gates, _ = kernels.lstm_backward(grad_outputs, grad_cell.clone(), recurrent, gates, hiddens, factors)
+            results.append((gates, hiddens, factors, cell, grad_gates,
+                            *kernels.lstm_inference(projected.clone(), recurrent, sigmoid)))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(*results, strict=True))
+
+
 def test_compiled_loops_repeat_exactly():
     torch.manual_seed(5)
     lstm = ExplicitLSTM(28, 32, activation="sigmoid")

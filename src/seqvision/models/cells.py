@@ -5,14 +5,15 @@ return every gate activation and cell state (the data behind gate visualisations
 activation for the cell input and output (Keras's `LSTM(activation='sigmoid')`, used by seed 000).
 `ExplicitLSTM.like(lstm)` copies an `nn.LSTM`'s weights and gives the same outputs and gradients.
 
-Two paths compute the same recurrence. `LSTMCell` is the readable one, used for inference, traces and
-exporters. Training runs `LSTMSequence`, an autograd function with a hand-written backward pass: autograd
-through the cell records about fifteen small operations per step and replays them one by one, which made the
-explicit LSTM 3-4x slower than `nn.LSTM`. The hand-written pass works in place in preallocated buffers laid
-out so that each gate of a step is one contiguous block, computes in the forward step the factors its
-gradient will need, and takes autocast's dtype for its matrix products only (docs/benchmarks.md has the
-figures; benchmarks/explicit_cell.py measures them). In float32 its two loops run compiled (models/fused.py),
-with the Python loops below as the fallback and the reference.
+Two paths compute the same recurrence. `LSTMCell` is the readable one, used for traces and exporters, and for
+inference where the compiled loops are missing. Training runs `LSTMSequence`, an autograd function with a
+hand-written backward pass: autograd through the cell records about fifteen small operations per step and
+replays them one by one, which made the explicit LSTM 3-4x slower than `nn.LSTM`. The hand-written pass works
+in place in preallocated buffers laid out so that each gate of a step is one contiguous block, computes in the
+forward step the factors its gradient will need, and takes autocast's dtype for its matrix products only
+(docs/benchmarks.md has the figures; benchmarks/explicit_cell.py measures them). In float32 on the CPU its two
+loops run compiled (models/fused.py), with the Python loops below as the fallback and the reference, and so
+does inference, without the factors.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ class LSTMSequence(torch.autograd.Function):
         original_dtype = inputs.dtype
         with torch.autocast(inputs.device.type, enabled=False):  # the dtypes here are chosen, not cast
             inputs, weight_ih, weight_hh = (tensor.to(dtype) for tensor in (inputs, weight_ih, weight_hh))
-            projected = torch.matmul(weight_ih, inputs.permute(1, 2, 0)).to(state_dtype(dtype)).add_(bias[:, None])
+            projected = project_steps(inputs, weight_ih, bias)
             kernels = fused_kernels() if dtype == torch.float32 and inputs.device.type == "cpu" else None
             if kernels is not None:
                 hiddens, factors, last_cell = kernels.lstm_forward(projected, weight_hh.contiguous(),
@@ -135,6 +136,12 @@ class LSTMSequence(torch.autograd.Function):
             grad_weight_ih = torch.matmul(grad_gates, inputs.transpose(0, 1)).sum(0, dtype=precise)
             grad_bias = grad_gates.sum((0, 2), dtype=precise)
         return grad_inputs, grad_weight_ih, grad_bias, grad_weight_hh, None, None
+
+
+def project_steps(inputs: torch.Tensor, weight_ih: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Every step's input through weight_ih plus both biases, in the layout of the recurrence's buffers."""
+    # inputs (B, T, F), weight_ih (4H, F) in the dtype of the products, bias (4H) -> (T, 4H, B) in the state dtype
+    return torch.matmul(weight_ih, inputs.permute(1, 2, 0)).to(state_dtype(inputs.dtype)).add_(bias[:, None])
 
 
 def lstm_forward_loop(projected: torch.Tensor, weight_hh: torch.Tensor, activation: str
@@ -265,20 +272,32 @@ class ExplicitLSTM(nn.Module):
 
     def forward(self, sequences: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         # sequences: (B, T, F) -> outputs (B, T, H), (h_n, c_n) each (layers, B, H), as nn.LSTM returns them
-        if not torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
-            # Without a backward pass to save, the readable cells are as fast, and exporters can trace them,
-            # where they cannot look inside a Python autograd function.
+        device = sequences.device.type
+        autocast = torch.is_autocast_enabled(device)
+        training = torch.is_grad_enabled()
+        inference_kernels = None
+        if not training and device == "cpu" and sequences.dtype == torch.float32 and not autocast:
+            inference_kernels = fused_kernels()
+        if torch.jit.is_tracing() or torch.compiler.is_compiling() or (not training and inference_kernels is None):
+            # Exporters trace the readable cells, where they cannot look inside a Python autograd function or a
+            # compiled library; and without a backward pass to save, those cells are as fast as the Python loops.
             outputs, finals, _ = self._run_cells(sequences, keep_trace=False)
             return outputs, finals
         # Autocast leaves a custom autograd function alone, so its dtype is passed on: the products run in it.
-        device = sequences.device.type
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else self.cells[0].weight_hh.dtype
+        dtype = torch.get_autocast_dtype(device) if autocast else self.cells[0].weight_hh.dtype
         layer_input, final_h, final_c = sequences, [], []
         for index, cell in enumerate(self.cells):
             if index > 0:
                 layer_input = self.between_layers(layer_input)
-            layer_input, last_cell = LSTMSequence.apply(layer_input, cell.weight_ih, cell.bias_ih + cell.bias_hh,
-                                                        cell.weight_hh, cell.activation, dtype)
+            bias = cell.bias_ih + cell.bias_hh
+            if training:
+                layer_input, last_cell = LSTMSequence.apply(layer_input, cell.weight_ih, bias, cell.weight_hh,
+                                                            cell.activation, dtype)
+            else:
+                hiddens, last_cell = inference_kernels.lstm_inference(
+                    project_steps(layer_input, cell.weight_ih, bias), cell.weight_hh.contiguous(),
+                    cell.activation == "sigmoid")
+                layer_input, last_cell = hiddens.permute(2, 0, 1), last_cell.t()
             final_h.append(layer_input[:, -1])
             final_c.append(last_cell)
         return layer_input, (torch.stack(final_h), torch.stack(final_c))

@@ -28,8 +28,9 @@ SOURCE = Path(__file__).with_name("fused_rnn.cpp")
 SWITCH = "SEQVISION_FUSED_KERNELS"
 # -march=native: the library is built on, and for, the machine that runs it. -ffast-math lets gcc call glibc's
 # vector expf and tanhf, which the loops need to be faster than ATen's own vectorised operations. gcc keeps to
-# 256-bit vectors on AVX-512 CPUs unless told otherwise.
-COMPILER_FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math", "-fopenmp-simd"]
+# 256-bit vectors on AVX-512 CPUs unless told otherwise. -fopenmp: at::parallel_for splits a step's loop across
+# ATen's OpenMP threads only when the extension is compiled with OpenMP; it links the libgomp already loaded by torch.
+COMPILER_FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math", "-fopenmp"]
 
 
 # What marks the line of a failed build that names its cause (the compiler's error, a missing program).
@@ -88,7 +89,7 @@ def _build() -> ModuleType:
     # names the cause in one line.
     with _ninja_on_path(), _quiet_logger("torch.utils.cpp_extension"):
         return cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=COMPILER_FLAGS,
-                                  extra_ldflags=["-lmvec"], verbose=False)
+                                  extra_ldflags=["-lmvec", "-fopenmp"], verbose=False)
 
 
 def _machine_tag() -> str:

@@ -8,15 +8,37 @@
 // stay ATen's. Buffers, layouts and what is saved for the backward pass are those of the Python loops, which
 // stay the reference the tests compare against. float32 only; the callers keep the Python loops for the rest.
 
+#include <ATen/Parallel.h>
 #include <torch/extension.h>
 
 #include <math.h>
 
+#include <algorithm>
 #include <vector>
 
 namespace {
 
 inline float logistic(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+// The elementwise loops of a step are split across ATen's threads in whole vectors of 16 floats: every split
+// then sends the same elements through the vector and the scalar code, so the results do not depend on the
+// number of threads. Below kSerialElements a step stays on one thread, where waking the others costs more.
+constexpr int64_t kVector = 16;
+constexpr int64_t kSerialElements = 4096;
+
+template <typename Body>
+void in_parallel(int64_t n, const Body& body) {
+  const int64_t vectors = (n + kVector - 1) / kVector;
+  at::parallel_for(0, vectors, kSerialElements / kVector, [&](int64_t first, int64_t last) {
+    body(first * kVector, std::min(last * kVector, n));
+  });
+}
+
+// The GRU's loops run row by row of the batch (its layouts are nn.GRU's (B, 3H)); they split by whole rows.
+template <typename Body>
+void in_rows(int64_t rows, int64_t row_size, const Body& body) {
+  at::parallel_for(0, rows, std::max<int64_t>(1, kSerialElements / row_size), body);
+}
 
 void check_float(const at::Tensor& tensor, const char* name) {
   TORCH_CHECK(tensor.scalar_type() == at::kFloat && tensor.is_contiguous() && tensor.device().is_cpu(), name,
@@ -27,13 +49,13 @@ void check_float(const at::Tensor& tensor, const char* name) {
 // and the five factors of models/cells.py's gradient_factors.
 template <bool Sigmoid>
 void lstm_step_forward(float* __restrict gates, const float* __restrict previous_cell, float* __restrict cell,
-                       float* __restrict hidden, float* __restrict factors, int64_t n) {
+                       float* __restrict hidden, float* __restrict factors, int64_t n, int64_t begin, int64_t end) {
   float* __restrict in = gates;
   float* __restrict forget = gates + n;
   float* __restrict candidate = gates + 2 * n;
   float* __restrict out = gates + 3 * n;
 #pragma omp simd
-  for (int64_t k = 0; k < n; ++k) {
+  for (int64_t k = begin; k < end; ++k) {
     const float i = logistic(in[k]), f = logistic(forget[k]), o = logistic(out[k]);
     const float g = Sigmoid ? logistic(candidate[k]) : tanhf(candidate[k]);
     const float c = f * previous_cell[k] + i * g;
@@ -52,13 +74,27 @@ void lstm_step_forward(float* __restrict gates, const float* __restrict previous
   }
 }
 
+// One LSTM step without a backward pass to prepare: the gates are only read, and only the states written.
+template <bool Sigmoid>
+void lstm_step_inference(const float* __restrict gates, const float* __restrict previous_cell,
+                         float* __restrict cell, float* __restrict hidden, int64_t n, int64_t begin, int64_t end) {
+#pragma omp simd
+  for (int64_t k = begin; k < end; ++k) {
+    const float i = logistic(gates[k]), f = logistic(gates[n + k]), o = logistic(gates[3 * n + k]);
+    const float g = Sigmoid ? logistic(gates[2 * n + k]) : tanhf(gates[2 * n + k]);
+    const float c = f * previous_cell[k] + i * g;
+    cell[k] = c;
+    hidden[k] = o * (Sigmoid ? logistic(c) : tanhf(c));
+  }
+}
+
 // One LSTM step back: the gate gradients from the hidden and cell gradients; the cell gradient goes on to the
 // step before through the forget gate, unless this is the first step.
 void lstm_step_backward(const float* __restrict grad_hidden, float* __restrict grad_cell,
                         const float* __restrict factors, const float* __restrict forget, float* __restrict grads,
-                        int64_t n, bool to_previous_step) {
+                        int64_t n, bool to_previous_step, int64_t begin, int64_t end) {
 #pragma omp simd
-  for (int64_t k = 0; k < n; ++k) {
+  for (int64_t k = begin; k < end; ++k) {
     const float dh = grad_hidden[k];
     const float dc = grad_cell[k] + dh * factors[4 * n + k];
     grads[k] = factors[k] * dc;
@@ -94,13 +130,46 @@ std::vector<at::Tensor> lstm_forward(at::Tensor projected, const at::Tensor& wei
     float* gates = gates_data + step * 4 * n;
     float* hidden = hiddens_data + step * n;
     float* step_factors = factors_data + step * 5 * n;
-    if (sigmoid) {
-      lstm_step_forward<true>(gates, previous_cell, cell, hidden, step_factors, n);
-    } else {
-      lstm_step_forward<false>(gates, previous_cell, cell, hidden, step_factors, n);
-    }
+    in_parallel(n, [&](int64_t begin, int64_t end) {
+      if (sigmoid) {
+        lstm_step_forward<true>(gates, previous_cell, cell, hidden, step_factors, n, begin, end);
+      } else {
+        lstm_step_forward<false>(gates, previous_cell, cell, hidden, step_factors, n, begin, end);
+      }
+    });
   }
   return {hiddens, factors, cells[(steps - 1) % 2].clone()};
+}
+
+// lstm_forward without what the backward pass needs: evaluation and serving. projected (T, 4H, B) gets the
+// recurrent products added in place. -> hiddens (T, H, B), last cell state (H, B)
+std::vector<at::Tensor> lstm_inference(at::Tensor projected, const at::Tensor& weight_hh, bool sigmoid) {
+  check_float(projected, "projected");
+  check_float(weight_hh, "weight_hh");
+  const int64_t steps = projected.size(0), batch = projected.size(2), size = weight_hh.size(1);
+  const int64_t n = size * batch;
+  auto hiddens = at::empty({steps, size, batch}, projected.options());
+  auto cells = at::zeros({2, size, batch}, projected.options());
+  const float* gates_data = projected.data_ptr<float>();
+  float* hiddens_data = hiddens.data_ptr<float>();
+  float* cells_data = cells.data_ptr<float>();
+  for (int64_t step = 0; step < steps; ++step) {
+    if (step > 0) {
+      projected[step].addmm_(weight_hh, hiddens[step - 1]);
+    }
+    const float* previous_cell = cells_data + ((step + 1) % 2) * n;
+    float* cell = cells_data + (step % 2) * n;
+    const float* gates = gates_data + step * 4 * n;
+    float* hidden = hiddens_data + step * n;
+    in_parallel(n, [&](int64_t begin, int64_t end) {
+      if (sigmoid) {
+        lstm_step_inference<true>(gates, previous_cell, cell, hidden, n, begin, end);
+      } else {
+        lstm_step_inference<false>(gates, previous_cell, cell, hidden, n, begin, end);
+      }
+    });
+  }
+  return {hiddens, cells[(steps - 1) % 2].clone()};
 }
 
 // models/cells.py's lstm_backward_loop. grad_outputs (T, H, B); grad_cell (H, B), the final cell state's
@@ -121,9 +190,14 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_outputs, at::Tensor
   auto grad_hidden = grad_outputs[steps - 1].clone();
   for (int64_t step = steps - 1; step >= 0; --step) {
     auto step_grads = grad_gates[step];
-    lstm_step_backward(grad_hidden.data_ptr<float>(), grad_cell.data_ptr<float>(),
-                       factors.data_ptr<float>() + step * 5 * n, gates.data_ptr<float>() + step * 4 * n + n,
-                       step_grads.data_ptr<float>(), n, step > 0);
+    const float* dh = grad_hidden.data_ptr<float>();
+    float* dc = grad_cell.data_ptr<float>();
+    const float* step_factors = factors.data_ptr<float>() + step * 5 * n;
+    const float* forget = gates.data_ptr<float>() + step * 4 * n + n;
+    float* grads = step_grads.data_ptr<float>();
+    in_parallel(n, [&](int64_t begin, int64_t end) {
+      lstm_step_backward(dh, dc, step_factors, forget, grads, n, step > 0, begin, end);
+    });
     if (step > 0) {  // the first step saw a zero hidden state
       grad_weight.addmm_(step_grads, hiddens[step - 1].t());
       at::addmm_out(grad_hidden, grad_outputs[step - 1], recurrent, step_grads);
@@ -167,27 +241,29 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& sequences, const at::Tenso
     float* candidate_factor = to_candidate.data_ptr<float>() + step * batch * size;
     float* update_factor = to_update.data_ptr<float>() + step * batch * size;
     float* reset_factor = to_reset.data_ptr<float>() + step * batch * size;
-    for (int64_t b = 0; b < batch; ++b) {
-      const float* __restrict x = input_part + b * 3 * size;   // n, r, z
-      const float* __restrict h = hidden_part + b * 3 * size;  // r, z, n
-      const float* __restrict before = previous + b * size;
-      float* __restrict row_gates = gates + b * 2 * size;
-      const int64_t row = b * size;
+    in_rows(batch, size, [&](int64_t first, int64_t last) {
+      for (int64_t b = first; b < last; ++b) {
+        const float* __restrict x = input_part + b * 3 * size;   // n, r, z
+        const float* __restrict h = hidden_part + b * 3 * size;  // r, z, n
+        const float* __restrict before = previous + b * size;
+        float* __restrict row_gates = gates + b * 2 * size;
+        const int64_t row = b * size;
 #pragma omp simd
-      for (int64_t j = 0; j < size; ++j) {
-        const float r = logistic(x[size + j] + h[j]);
-        const float z = logistic(x[2 * size + j] + h[size + j]);
-        const float hidden_n = h[2 * size + j];
-        const float n = tanhf(x[j] + r * hidden_n);
-        const float difference = before[j] - n;
-        hidden[row + j] = n + z * difference;
-        row_gates[j] = r;
-        row_gates[size + j] = z;
-        candidate_factor[row + j] = (1.0f - z) * (1.0f - n * n);
-        update_factor[row + j] = difference * z * (1.0f - z);
-        reset_factor[row + j] = hidden_n * r * (1.0f - r);
+        for (int64_t j = 0; j < size; ++j) {
+          const float r = logistic(x[size + j] + h[j]);
+          const float z = logistic(x[2 * size + j] + h[size + j]);
+          const float hidden_n = h[2 * size + j];
+          const float n = tanhf(x[j] + r * hidden_n);
+          const float difference = before[j] - n;
+          hidden[row + j] = n + z * difference;
+          row_gates[j] = r;
+          row_gates[size + j] = z;
+          candidate_factor[row + j] = (1.0f - z) * (1.0f - n * n);
+          update_factor[row + j] = difference * z * (1.0f - z);
+          reset_factor[row + j] = hidden_n * r * (1.0f - r);
+        }
       }
-    }
+    });
   }
   return {outputs, reset_update, to_candidate, to_update, to_reset};
 }
@@ -226,21 +302,23 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_outputs, const at::T
     const float* dh_all = grad_hidden.data_ptr<float>();
     float* step_grads = grads.data_ptr<float>() + step * batch * 4 * size;
     float* next = grad_next.data_ptr<float>();
-    for (int64_t b = 0; b < batch; ++b) {
-      const int64_t row = b * size;
-      const float* __restrict dh = dh_all + row;
-      const float* __restrict r = gates + b * 2 * size;
-      float* __restrict g = step_grads + b * 4 * size;
+    in_rows(batch, size, [&](int64_t first, int64_t last) {
+      for (int64_t b = first; b < last; ++b) {
+        const int64_t row = b * size;
+        const float* __restrict dh = dh_all + row;
+        const float* __restrict r = gates + b * 2 * size;
+        float* __restrict g = step_grads + b * 4 * size;
 #pragma omp simd
-      for (int64_t j = 0; j < size; ++j) {
-        const float grad_n = dh[j] * candidate_factor[row + j];
-        g[j] = grad_n;
-        g[size + j] = grad_n * reset_factor[row + j];
-        g[2 * size + j] = dh[j] * update_factor[row + j];
-        g[3 * size + j] = grad_n * r[j];
-        next[row + j] = before[row + j] + dh[j] * r[size + j];  // the direct path through h' = ... + z h
+        for (int64_t j = 0; j < size; ++j) {
+          const float grad_n = dh[j] * candidate_factor[row + j];
+          g[j] = grad_n;
+          g[size + j] = grad_n * reset_factor[row + j];
+          g[2 * size + j] = dh[j] * update_factor[row + j];
+          g[3 * size + j] = grad_n * r[j];
+          next[row + j] = before[row + j] + dh[j] * r[size + j];  // the direct path through h' = ... + z h
+        }
       }
-    }
+    });
     if (step > 0) {
       grad_next.addmm_(grads[step].narrow(1, size, 3 * size), weight_hh);
       std::swap(grad_hidden, grad_next);
@@ -260,6 +338,7 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_outputs, const at::T
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("lstm_forward", &lstm_forward, "the forward loop of models/cells.py's LSTMSequence");
+  module.def("lstm_inference", &lstm_inference, "lstm_forward without saving anything for a backward pass");
   module.def("lstm_backward", &lstm_backward, "the backward loop of models/cells.py's LSTMSequence");
   module.def("gru_forward", &gru_forward, "the forward loop of models/gru_sequence.py's GRUSequence");
   module.def("gru_backward", &gru_backward, "the backward loop of models/gru_sequence.py's GRUSequence");
