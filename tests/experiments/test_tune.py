@@ -35,8 +35,11 @@ def trials_of(storage: str, study_name: str) -> list[optuna.trial.FrozenTrial]:
 
 
 def tune_process(out: Path, *argv: str) -> subprocess.Popen:
+    # A suite started in the background by a non-interactive shell passes SIGINT on ignored; the Ctrl-C test needs
+    # the default handler a terminal's user has.
     return subprocess.Popen([sys.executable, "-m", "seqvision", "tune", *TINY_FLAGS, "--out", str(out), *argv],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def finish(process: subprocess.Popen, timeout: float = 240) -> str:

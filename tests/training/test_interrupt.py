@@ -1,16 +1,19 @@
 """Ctrl-C during training saves a resumable checkpoint, and --resume finishes the run (real subprocess, real SIGINT)."""
 
 import csv
+import os
 import signal
 import subprocess
 import sys
 import time
 import warnings
 
+import lightning as L
 import pytest
 import torch
 
 import seqvision
+from seqvision.errors import TrainingInterruptedError
 from seqvision.runs.folder import RunFolder
 
 
@@ -75,3 +78,21 @@ def test_a_killed_run_keeps_loadable_checkpoints_and_resumes(tmp_path):
         assert "state_dict" in saved and "seqvision" in saved
     result = seqvision.train(resume=out, epochs=len(epochs_recorded(run)) + 1, progress=False)
     assert result.test_metrics == seqvision.evaluate(out)
+
+
+class SignalAfterTheLastBatch(L.Callback):
+    """A real SIGINT during the last epoch's validation, when no batch is left to stop before."""
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.current_epoch == trainer.max_epochs - 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_after_the_last_batch_finishes_the_run_and_still_stops(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(TrainingInterruptedError, match="finished its 2 epochs, so there is nothing to resume"):
+        seqvision.train(dataset="digits", hidden=16, epochs=2, out=out, progress=False, report=False,
+                        callbacks=[SignalAfterTheLastBatch()])
+    run = RunFolder.open(out)
+    assert run.read_info()["status"] == "finished" and epochs_recorded(run) == ["1", "2"]
+    assert not run.checkpoint("interrupted").exists()

@@ -138,6 +138,9 @@ def _train(config: TrainConfig, run: RunFolder, resume: str | os.PathLike[str] |
         if leader:
             run.checkpoint("interrupted").unlink(missing_ok=True)
             run.update_info(status="finished", epochs_trained=trainer.current_epoch)
+        if stopper.requested:  # Ctrl-C after the last batch: the run is complete, but what called it must stop
+            raise TrainingInterruptedError(f"interrupted as training ended: {run.path} finished its "
+                                           f"{trainer.current_epoch} epochs, so there is nothing to resume.")
     return TrainedRun(RunFolder(agreed.path), config, batches, trainer.strategy.root_device, trainer.current_epoch,
                       leader)
 
