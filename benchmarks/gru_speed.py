@@ -6,7 +6,8 @@ Each variant is the registry's default model on random 28x28 images (28 steps of
 (nn.LSTM, oneDNN's fused RNN on the CPU), `gru` with a plain `nn.GRU` holding the same weights (the layer before
 issue 11), and `gru` as built (`seqvision.models.gru_sequence.GRU`, whose training pass has a hand-written
 backward, its loops compiled in float32), and the same with its Python loops. A training step is forward,
-backward and a fused AdamW step; inference is one batch of 1,000 under inference_mode. The variants run
+backward and a fused AdamW step; inference is one batch of 1,000 under inference_mode (seqvision's GRU runs its
+compiled inference loop in float32, and nn.GRU's forward with the Python loops or under bf16). The variants run
 interleaved, one step of each in turn, and each figure is the median over its repeats of the CPU time
 (time.process_time), which other work on the machine inflates less than wall-clock time; with more than one
 thread CPU time adds the threads up, so `--clock wall` times them on the wall clock instead (on a quiet machine).
@@ -63,7 +64,8 @@ def variant(name: str, plain_gru: bool, python: bool, batch_size: int, bf16: boo
 
     def infer() -> None:
         model.eval()
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loops = python_loops() if python else contextlib.nullcontext()
+        with loops, torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             model(test_batch)
 
     return train_step, infer

@@ -10,6 +10,7 @@ import seqvision
 from seqvision.config import TrainConfig
 from seqvision.data import load_dataset
 from seqvision.models import build_model
+from seqvision.models.fused import python_loops
 from seqvision.models.gru_sequence import GRU, GRUSequence
 from seqvision.runs.folder import RunFolder
 from tests.models.fitting import losses_of_a_short_fit
@@ -88,10 +89,10 @@ def test_is_a_drop_in_nn_gru_with_the_same_state_dict():
     assert type(model.rnn) is GRU
 
 
-def test_inference_autocast_packed_and_given_state_use_nn_grus_own_forward():
+def test_autocast_packed_given_state_and_uncompiled_inference_use_nn_grus_own_forward():
     reference, gru = twins(7, 16, batch_first=True)
     sequences = torch.randn(4, 6, 7)
-    with torch.no_grad():
+    with torch.no_grad(), python_loops():  # compiled inference: tests/models/test_fused.py
         assert torch.equal(gru(sequences)[0], reference(sequences)[0])
     with torch.autocast("cpu", dtype=torch.bfloat16):
         outputs = gru(sequences)[0]
@@ -144,7 +145,7 @@ def test_same_seed_gives_the_same_weights(digits_batch):
 
 @pytest.mark.slow
 def test_trains_in_float32_and_under_bf16_autocast_reproducibly(tmp_path):
-    # Under autocast the layer runs nn.GRU's own forward (see GRU._hand_written_pass_applies): --precision bf16
+    # Under autocast the layer runs nn.GRU's own forward (see GRU._own_loops_apply): --precision bf16
     # must still learn, repeat exactly, and stay near float32, which trains through the hand-written pass.
     options = dict(model="gru", dataset="digits", epochs=4, progress=False, report=False)
     runs = {(precision, again): seqvision.train(out=tmp_path / f"{precision}-{again}", precision=precision, **options)

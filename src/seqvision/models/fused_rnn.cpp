@@ -45,11 +45,12 @@ void check_float(const at::Tensor& tensor, const char* name) {
               " must be a contiguous float32 CPU tensor");
 }
 
-// One LSTM step on n = H * B elements, gates in place from pre-activations to activations (i, f, g, o blocks),
-// and the five factors of models/cells.py's gradient_factors.
-template <bool Sigmoid>
-void lstm_step_forward(float* __restrict gates, const float* __restrict previous_cell, float* __restrict cell,
-                       float* __restrict hidden, float* __restrict factors, int64_t n, int64_t begin, int64_t end) {
+// One LSTM step on n = H * B elements. Training (Saving) leaves the gates' activations in place of their
+// pre-activations (i, f, g, o blocks) and fills the five factors of models/cells.py's gradient_factors;
+// inference only reads the gates and writes the states.
+template <bool Sigmoid, bool Saving>
+void lstm_step(float* __restrict gates, const float* __restrict previous_cell, float* __restrict cell,
+               float* __restrict hidden, float* __restrict factors, int64_t n, int64_t begin, int64_t end) {
   float* __restrict in = gates;
   float* __restrict forget = gates + n;
   float* __restrict candidate = gates + 2 * n;
@@ -62,30 +63,53 @@ void lstm_step_forward(float* __restrict gates, const float* __restrict previous
     const float s = Sigmoid ? logistic(c) : tanhf(c);
     cell[k] = c;
     hidden[k] = o * s;
-    in[k] = i;
-    forget[k] = f;
-    candidate[k] = g;
-    out[k] = o;
-    factors[k] = g * i * (1.0f - i);
-    factors[n + k] = previous_cell[k] * f * (1.0f - f);
-    factors[2 * n + k] = i * (Sigmoid ? g * (1.0f - g) : 1.0f - g * g);
-    factors[3 * n + k] = s * o * (1.0f - o);
-    factors[4 * n + k] = o * (Sigmoid ? s * (1.0f - s) : 1.0f - s * s);
+    if constexpr (Saving) {
+      in[k] = i;
+      forget[k] = f;
+      candidate[k] = g;
+      out[k] = o;
+      factors[k] = g * i * (1.0f - i);
+      factors[n + k] = previous_cell[k] * f * (1.0f - f);
+      factors[2 * n + k] = i * (Sigmoid ? g * (1.0f - g) : 1.0f - g * g);
+      factors[3 * n + k] = s * o * (1.0f - o);
+      factors[4 * n + k] = o * (Sigmoid ? s * (1.0f - s) : 1.0f - s * s);
+    }
   }
 }
 
-// One LSTM step without a backward pass to prepare: the gates are only read, and only the states written.
-template <bool Sigmoid>
-void lstm_step_inference(const float* __restrict gates, const float* __restrict previous_cell,
-                         float* __restrict cell, float* __restrict hidden, int64_t n, int64_t begin, int64_t end) {
-#pragma omp simd
-  for (int64_t k = begin; k < end; ++k) {
-    const float i = logistic(gates[k]), f = logistic(gates[n + k]), o = logistic(gates[3 * n + k]);
-    const float g = Sigmoid ? logistic(gates[2 * n + k]) : tanhf(gates[2 * n + k]);
-    const float c = f * previous_cell[k] + i * g;
-    cell[k] = c;
-    hidden[k] = o * (Sigmoid ? logistic(c) : tanhf(c));
+// The forward recurrence over projected (T, 4H, B), which gets each step's recurrent product added in place.
+// -> hiddens (T, H, B), factors (T, 5, H, B) when Saving (else an empty tensor), last cell state (H, B)
+template <bool Saving>
+std::vector<at::Tensor> lstm_recurrence(at::Tensor projected, const at::Tensor& weight_hh, bool sigmoid) {
+  check_float(projected, "projected");
+  check_float(weight_hh, "weight_hh");
+  const int64_t steps = projected.size(0), batch = projected.size(2), size = weight_hh.size(1);
+  const int64_t n = size * batch;
+  auto hiddens = at::empty({steps, size, batch}, projected.options());
+  auto factors = at::empty({Saving ? steps : 0, 5, size, batch}, projected.options());
+  auto cells = at::zeros({2, size, batch}, projected.options());  // this step's and the one before, in turn
+  float* gates_data = projected.data_ptr<float>();
+  float* hiddens_data = hiddens.data_ptr<float>();
+  float* factors_data = factors.data_ptr<float>();
+  float* cells_data = cells.data_ptr<float>();
+  for (int64_t step = 0; step < steps; ++step) {
+    if (step > 0) {  // the first step starts from a zero hidden state
+      projected[step].addmm_(weight_hh, hiddens[step - 1]);
+    }
+    const float* previous_cell = cells_data + ((step + 1) % 2) * n;
+    float* cell = cells_data + (step % 2) * n;
+    float* gates = gates_data + step * 4 * n;
+    float* hidden = hiddens_data + step * n;
+    float* step_factors = Saving ? factors_data + step * 5 * n : nullptr;
+    in_parallel(n, [&](int64_t begin, int64_t end) {
+      if (sigmoid) {
+        lstm_step<true, Saving>(gates, previous_cell, cell, hidden, step_factors, n, begin, end);
+      } else {
+        lstm_step<false, Saving>(gates, previous_cell, cell, hidden, step_factors, n, begin, end);
+      }
+    });
   }
+  return {hiddens, factors, cells[(steps - 1) % 2].clone()};
 }
 
 // One LSTM step back: the gate gradients from the hidden and cell gradients; the cell gradient goes on to the
@@ -110,66 +134,13 @@ void lstm_step_backward(const float* __restrict grad_hidden, float* __restrict g
 // models/cells.py's lstm_forward_loop. projected (T, 4H, B) is overwritten with the gates' activations.
 // -> hiddens (T, H, B), factors (T, 5, H, B), last cell state (H, B)
 std::vector<at::Tensor> lstm_forward(at::Tensor projected, const at::Tensor& weight_hh, bool sigmoid) {
-  check_float(projected, "projected");
-  check_float(weight_hh, "weight_hh");
-  const int64_t steps = projected.size(0), batch = projected.size(2), size = weight_hh.size(1);
-  const int64_t n = size * batch;
-  auto hiddens = at::empty({steps, size, batch}, projected.options());
-  auto factors = at::empty({steps, 5, size, batch}, projected.options());
-  auto cells = at::zeros({2, size, batch}, projected.options());  // this step's and the one before, in turn
-  float* gates_data = projected.data_ptr<float>();
-  float* hiddens_data = hiddens.data_ptr<float>();
-  float* factors_data = factors.data_ptr<float>();
-  float* cells_data = cells.data_ptr<float>();
-  for (int64_t step = 0; step < steps; ++step) {
-    if (step > 0) {  // the first step starts from a zero hidden state
-      projected[step].addmm_(weight_hh, hiddens[step - 1]);
-    }
-    const float* previous_cell = cells_data + ((step + 1) % 2) * n;
-    float* cell = cells_data + (step % 2) * n;
-    float* gates = gates_data + step * 4 * n;
-    float* hidden = hiddens_data + step * n;
-    float* step_factors = factors_data + step * 5 * n;
-    in_parallel(n, [&](int64_t begin, int64_t end) {
-      if (sigmoid) {
-        lstm_step_forward<true>(gates, previous_cell, cell, hidden, step_factors, n, begin, end);
-      } else {
-        lstm_step_forward<false>(gates, previous_cell, cell, hidden, step_factors, n, begin, end);
-      }
-    });
-  }
-  return {hiddens, factors, cells[(steps - 1) % 2].clone()};
+  return lstm_recurrence<true>(projected, weight_hh, sigmoid);
 }
 
-// lstm_forward without what the backward pass needs: evaluation and serving. projected (T, 4H, B) gets the
-// recurrent products added in place. -> hiddens (T, H, B), last cell state (H, B)
+// lstm_forward without what the backward pass needs: evaluation and serving. -> hiddens (T, H, B), last cell (H, B)
 std::vector<at::Tensor> lstm_inference(at::Tensor projected, const at::Tensor& weight_hh, bool sigmoid) {
-  check_float(projected, "projected");
-  check_float(weight_hh, "weight_hh");
-  const int64_t steps = projected.size(0), batch = projected.size(2), size = weight_hh.size(1);
-  const int64_t n = size * batch;
-  auto hiddens = at::empty({steps, size, batch}, projected.options());
-  auto cells = at::zeros({2, size, batch}, projected.options());
-  const float* gates_data = projected.data_ptr<float>();
-  float* hiddens_data = hiddens.data_ptr<float>();
-  float* cells_data = cells.data_ptr<float>();
-  for (int64_t step = 0; step < steps; ++step) {
-    if (step > 0) {
-      projected[step].addmm_(weight_hh, hiddens[step - 1]);
-    }
-    const float* previous_cell = cells_data + ((step + 1) % 2) * n;
-    float* cell = cells_data + (step % 2) * n;
-    const float* gates = gates_data + step * 4 * n;
-    float* hidden = hiddens_data + step * n;
-    in_parallel(n, [&](int64_t begin, int64_t end) {
-      if (sigmoid) {
-        lstm_step_inference<true>(gates, previous_cell, cell, hidden, n, begin, end);
-      } else {
-        lstm_step_inference<false>(gates, previous_cell, cell, hidden, n, begin, end);
-      }
-    });
-  }
-  return {hiddens, cells[(steps - 1) % 2].clone()};
+  auto results = lstm_recurrence<false>(projected, weight_hh, sigmoid);
+  return {results[0], results[2]};
 }
 
 // models/cells.py's lstm_backward_loop. grad_outputs (T, H, B); grad_cell (H, B), the final cell state's
@@ -210,19 +181,23 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_outputs, at::Tensor
 // (n, r, z) order; weight_hh (3H, H) and bias_hh (3H) in nn.GRU's (r, z, n) order.
 // -> outputs (T, B, H), reset_update (T, B, 2H), to_candidate, to_update, to_reset (T, B, H)
 // The Python loop projects the input step by step; compiled, one product over all steps is faster.
-std::vector<at::Tensor> gru_forward(const at::Tensor& sequences, const at::Tensor& weight_in, const at::Tensor& bias_in,
-                                    const at::Tensor& weight_hh, const at::Tensor& bias_hh) {
+// Without Saving (inference) only the outputs are made; the other four come back empty.
+template <bool Saving>
+std::vector<at::Tensor> gru_recurrence(const at::Tensor& sequences, const at::Tensor& weight_in,
+                                       const at::Tensor& bias_in, const at::Tensor& weight_hh,
+                                       const at::Tensor& bias_hh) {
   for (const auto& [tensor, name] : {std::pair{&sequences, "sequences"}, {&weight_in, "weight_in"},
                                      {&bias_in, "bias_in"}, {&weight_hh, "weight_hh"}, {&bias_hh, "bias_hh"}}) {
     check_float(*tensor, name);
   }
   const int64_t steps = sequences.size(0), batch = sequences.size(1), size = weight_hh.size(1);
   const auto options = sequences.options();
+  const int64_t saved_steps = Saving ? steps : 0;
   auto outputs = at::empty({steps, batch, size}, options);
-  auto reset_update = at::empty({steps, batch, 2 * size}, options);
-  auto to_candidate = at::empty({steps, batch, size}, options);
-  auto to_update = at::empty({steps, batch, size}, options);
-  auto to_reset = at::empty({steps, batch, size}, options);
+  auto reset_update = at::empty({saved_steps, batch, 2 * size}, options);
+  auto to_candidate = at::empty({saved_steps, batch, size}, options);
+  auto to_update = at::empty({saved_steps, batch, size}, options);
+  auto to_reset = at::empty({saved_steps, batch, size}, options);
   auto from_inputs = at::addmm(bias_in, sequences.reshape({steps * batch, -1}), weight_in.t());  // (T B, 3H)
   // The first step's: a zero hidden state. A copy, never a view of bias_hh: the later steps write into it.
   auto from_hidden = at::empty({batch, 3 * size}, options);
@@ -237,10 +212,11 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& sequences, const at::Tenso
     const float* previous =
         step > 0 ? outputs.data_ptr<float>() + (step - 1) * batch * size : zero_state.data_ptr<float>();
     float* hidden = outputs.data_ptr<float>() + step * batch * size;
-    float* gates = reset_update.data_ptr<float>() + step * batch * 2 * size;
-    float* candidate_factor = to_candidate.data_ptr<float>() + step * batch * size;
-    float* update_factor = to_update.data_ptr<float>() + step * batch * size;
-    float* reset_factor = to_reset.data_ptr<float>() + step * batch * size;
+    const int64_t saved = Saving ? step * batch : 0;
+    float* gates = reset_update.data_ptr<float>() + saved * 2 * size;
+    float* candidate_factor = to_candidate.data_ptr<float>() + saved * size;
+    float* update_factor = to_update.data_ptr<float>() + saved * size;
+    float* reset_factor = to_reset.data_ptr<float>() + saved * size;
     in_rows(batch, size, [&](int64_t first, int64_t last) {
       for (int64_t b = first; b < last; ++b) {
         const float* __restrict x = input_part + b * 3 * size;   // n, r, z
@@ -256,16 +232,29 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& sequences, const at::Tenso
           const float n = tanhf(x[j] + r * hidden_n);
           const float difference = before[j] - n;
           hidden[row + j] = n + z * difference;
-          row_gates[j] = r;
-          row_gates[size + j] = z;
-          candidate_factor[row + j] = (1.0f - z) * (1.0f - n * n);
-          update_factor[row + j] = difference * z * (1.0f - z);
-          reset_factor[row + j] = hidden_n * r * (1.0f - r);
+          if constexpr (Saving) {
+            row_gates[j] = r;
+            row_gates[size + j] = z;
+            candidate_factor[row + j] = (1.0f - z) * (1.0f - n * n);
+            update_factor[row + j] = difference * z * (1.0f - z);
+            reset_factor[row + j] = hidden_n * r * (1.0f - r);
+          }
         }
       }
     });
   }
   return {outputs, reset_update, to_candidate, to_update, to_reset};
+}
+
+std::vector<at::Tensor> gru_forward(const at::Tensor& sequences, const at::Tensor& weight_in, const at::Tensor& bias_in,
+                                    const at::Tensor& weight_hh, const at::Tensor& bias_hh) {
+  return gru_recurrence<true>(sequences, weight_in, bias_in, weight_hh, bias_hh);
+}
+
+// gru_forward without what the backward pass needs: evaluation and serving. -> outputs (T, B, H)
+at::Tensor gru_inference(const at::Tensor& sequences, const at::Tensor& weight_in, const at::Tensor& bias_in,
+                         const at::Tensor& weight_hh, const at::Tensor& bias_hh) {
+  return gru_recurrence<false>(sequences, weight_in, bias_in, weight_hh, bias_hh)[0];
 }
 
 // models/gru_sequence.py's GRUSequence.backward, from the buffers gru_forward returned. grad_outputs (T, B, H).
@@ -341,5 +330,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("lstm_inference", &lstm_inference, "lstm_forward without saving anything for a backward pass");
   module.def("lstm_backward", &lstm_backward, "the backward loop of models/cells.py's LSTMSequence");
   module.def("gru_forward", &gru_forward, "the forward loop of models/gru_sequence.py's GRUSequence");
+  module.def("gru_inference", &gru_inference, "gru_forward without saving anything for a backward pass");
   module.def("gru_backward", &gru_backward, "the backward loop of models/gru_sequence.py's GRUSequence");
 }

@@ -10,13 +10,15 @@ gradients made it no faster than `nn.GRU`; accumulating them step by step made i
 (models/fused.py), with the Python loops below as the fallback and the reference.
 
 `GRU` is an `nn.GRU` (same parameters, same names, same state dict) that takes that path only where it
-applies: a pass that records gradients, on the CPU, in float32 or float64, from a zero state. Inference,
-exporters (tracing, compiling), autocast, packed sequences and other devices get `nn.GRU`'s own forward, with
-the same weights.
+applies: a pass that records gradients, on the CPU, in float32 or float64, from a zero state. Inference in
+float32 on the CPU runs a compiled loop of its own (the forward loop without what the backward pass needs).
+Exporters (tracing, compiling), autocast, packed sequences, other devices, and inference without the compiled
+loops get `nn.GRU`'s own forward, with the same weights.
 """
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -133,7 +135,9 @@ class GRU(nn.GRU):
     trains_with_compiled_loops = True  # on the CPU in float32: models/fused.py
 
     def forward(self, input: Any, hx: torch.Tensor | None = None) -> tuple[Any, torch.Tensor]:
-        if not self._hand_written_pass_applies(input, hx):
+        applies, training = self._own_loops_apply(input, hx), torch.is_grad_enabled()
+        inference_kernels = fused_kernels() if applies and not training and input.dtype == torch.float32 else None
+        if not applies or (not training and inference_kernels is None):
             return super().forward(input, hx)
         # input (B, T, F), or (T, B, F) if not batch-first -> outputs (B, T, dirs*H) or (T, B, dirs*H),
         # h_n (layers*dirs, B, H)
@@ -142,25 +146,30 @@ class GRU(nn.GRU):
         for layer in range(self.num_layers):
             if layer > 0:
                 layer_input = F.dropout(layer_input, self.dropout, self.training)
-            outputs = self._direction(layer_input, layer, "")
+            outputs = self._direction(layer_input, layer, "", inference_kernels)
             finals.append(outputs[-1])
             if self.bidirectional:
                 # The reverse direction reads the sequence backwards: its final state is its output at step 0.
-                reverse = self._direction(layer_input.flip(0), layer, "_reverse").flip(0)
+                reverse = self._direction(layer_input.flip(0), layer, "_reverse", inference_kernels).flip(0)
                 finals.append(reverse[0])
                 outputs = torch.cat([outputs, reverse], dim=2)
             layer_input = outputs
         return (layer_input.transpose(0, 1) if self.batch_first else layer_input), torch.stack(finals)
 
-    def _direction(self, sequences: torch.Tensor, layer: int, suffix: str) -> torch.Tensor:
-        # sequences (T, B, F) -> outputs (T, B, H)
-        return GRUSequence.apply(sequences, *(getattr(self, f"{name}_l{layer}{suffix}")
-                                              for name in ("weight_ih", "bias_ih", "weight_hh", "bias_hh")))
+    def _direction(self, sequences: torch.Tensor, layer: int, suffix: str, inference_kernels: ModuleType | None
+                   ) -> torch.Tensor:
+        # sequences (T, B, F) -> outputs (T, B, H): the training pass, or the compiled inference loop when given
+        weight_ih, bias_ih, weight_hh, bias_hh = (getattr(self, f"{name}_l{layer}{suffix}")
+                                                  for name in ("weight_ih", "bias_ih", "weight_hh", "bias_hh"))
+        if inference_kernels is None:
+            return GRUSequence.apply(sequences, weight_ih, bias_ih, weight_hh, bias_hh)
+        return inference_kernels.gru_inference(sequences.contiguous(), candidate_first(weight_ih),
+                                               candidate_first(bias_ih), weight_hh.contiguous(), bias_hh.contiguous())
 
-    def _hand_written_pass_applies(self, input: Any, hx: torch.Tensor | None) -> bool:
-        # Without a backward pass to save, or under a tracer or compiler (which cannot look inside a Python autograd
-        # function), nn.GRU's own forward is as fast and exportable. Under autocast nn.GRU decides the precision.
-        return (torch.is_grad_enabled() and hx is None and self.bias
+    def _own_loops_apply(self, input: Any, hx: torch.Tensor | None) -> bool:
+        # Under a tracer or compiler (which cannot look inside a Python autograd function or a compiled library),
+        # nn.GRU's own forward is exportable. Under autocast nn.GRU decides the precision.
+        return (hx is None and self.bias
                 and isinstance(input, torch.Tensor) and input.dim() == 3
                 and input.device.type == "cpu" and input.dtype in (torch.float32, torch.float64)
                 and not torch.is_autocast_enabled("cpu") and not torch.jit.is_scripting()
