@@ -50,8 +50,6 @@ class Configuration:
 CONFIGURATIONS = (
     Configuration("lstm", "lstm, float32", "model=lstm", 12),
     Configuration("lstm", "lstm, bf16", "model=lstm,precision=bf16", 12),
-    Configuration("lstm", "lstm, label smoothing 0.1, EMA 0.999", "model=lstm,label_smoothing=0.1,ema_decay=0.999",
-                  12),
     Configuration("lstm", "lstm, bf16, label smoothing 0.1, EMA 0.999",
                   "model=lstm,precision=bf16,label_smoothing=0.1,ema_decay=0.999", 12),
     Configuration("lstm", "bilstm-mnist preset", "bilstm-mnist", 15),
@@ -70,7 +68,6 @@ CONFIGURATIONS = (
                   "renet-mnist,label_smoothing=0,ema_decay=0", 12),
     Configuration("renet", "renet-mnist preset (bf16, rotation, scaling, label smoothing, EMA 0.999)", "renet-mnist",
                   12),
-    Configuration("renet", "renet-mnist, 16 epochs", "renet-mnist", 16),
 )
 FAMILIES = tuple(dict.fromkeys(configuration.family for configuration in CONFIGURATIONS))
 
