@@ -59,45 +59,43 @@ def test_compiled_gru_loops_match_the_python_loops(batch, steps, features, hidde
         torch.testing.assert_close(actual, expected, atol=1e-4, rtol=1e-5)  # sums of B x T terms, in another order
 
 
-def counted(monkeypatch, name: str) -> list[None]:
-    """Count the calls of one compiled function, so that a test knows the compiled path ran."""
+def inference_both_ways(layer: torch.nn.Module, sequences: torch.Tensor, kernel: str, monkeypatch
+                        ) -> tuple[object, object, int]:
+    """The layer's inference with the compiled loops and with its fallback, and how often the compiled function
+    `kernel` was called, so that a test knows the compiled path ran."""
     kernels, calls = fused_kernels(), []
-    original = getattr(kernels, name)
+    original = getattr(kernels, kernel)
 
     def counting(*args):
         calls.append(None)
         return original(*args)
 
-    monkeypatch.setattr(kernels, name, counting)
-    return calls
+    monkeypatch.setattr(kernels, kernel, counting)
+    with torch.inference_mode():
+        compiled = layer.eval()(sequences)
+        with python_loops():
+            fallback = layer(sequences)
+    return compiled, fallback, len(calls)
 
 
 @pytest.mark.parametrize(("batch", "steps", "features", "hidden"), SHAPES)
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
 def test_compiled_inference_matches_the_readable_cells(batch, steps, features, hidden, activation, monkeypatch):
     torch.manual_seed(6)
-    lstm = ExplicitLSTM(features, hidden, num_layers=2, activation=activation).eval()
-    sequences = torch.randn(batch, steps, features)
-    calls = counted(monkeypatch, "lstm_inference")
-    with torch.inference_mode():
-        compiled = lstm(sequences)
-        with python_loops():
-            readable = lstm(sequences)
-    assert len(calls) == 2, "one compiled call per layer, none under python_loops()"
+    lstm = ExplicitLSTM(features, hidden, num_layers=2, activation=activation)
+    compiled, readable, calls = inference_both_ways(lstm, torch.randn(batch, steps, features), "lstm_inference",
+                                                    monkeypatch)
+    assert calls == 2, "one compiled call per layer, none under python_loops()"
     torch.testing.assert_close(compiled, readable, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize(("batch", "steps", "features", "hidden"), SHAPES)
 def test_compiled_gru_inference_matches_nn_grus_own_forward(batch, steps, features, hidden, monkeypatch):
     torch.manual_seed(8)
-    gru = GRU(features, hidden, num_layers=2, bidirectional=True, batch_first=True).eval()
-    sequences = torch.randn(batch, steps, features)
-    calls = counted(monkeypatch, "gru_inference")
-    with torch.inference_mode():
-        compiled = gru(sequences)
-        with python_loops():
-            reference = gru(sequences)
-    assert len(calls) == 4, "one compiled call per layer and direction, none under python_loops()"
+    gru = GRU(features, hidden, num_layers=2, bidirectional=True, batch_first=True)
+    compiled, reference, calls = inference_both_ways(gru, torch.randn(batch, steps, features), "gru_inference",
+                                                     monkeypatch)
+    assert calls == 4, "one compiled call per layer and direction, none under python_loops()"
     torch.testing.assert_close(compiled, reference, atol=1e-5, rtol=1e-5)
 
 
