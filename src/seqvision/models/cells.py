@@ -275,10 +275,11 @@ class ExplicitLSTM(nn.Module):
         device = sequences.device.type
         autocast = torch.is_autocast_enabled(device)
         training = torch.is_grad_enabled()
+        exporting = torch.jit.is_tracing() or torch.compiler.is_compiling()
         inference_kernels = None
-        if not training and device == "cpu" and sequences.dtype == torch.float32 and not autocast:
+        if not (training or exporting or autocast) and device == "cpu" and sequences.dtype == torch.float32:
             inference_kernels = fused_kernels()
-        if torch.jit.is_tracing() or torch.compiler.is_compiling() or (not training and inference_kernels is None):
+        if exporting or (not training and inference_kernels is None):
             # Exporters trace the readable cells, where they cannot look inside a Python autograd function or a
             # compiled library; and without a backward pass to save, those cells are as fast as the Python loops.
             outputs, finals, _ = self._run_cells(sequences, keep_trace=False)
