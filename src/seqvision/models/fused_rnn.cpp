@@ -7,6 +7,8 @@
 // its inputs once (vectorised, with glibc's vector expf and tanhf under -ffast-math), and the matrix products
 // stay ATen's. Buffers, layouts and what is saved for the backward pass are those of the Python loops, which
 // stay the reference the tests compare against. float32 only; the callers keep the Python loops for the rest.
+// Inference (no gradients) runs the same forward loops without saving anything for a backward pass; its
+// reference is the readable cells (LSTM) and nn.GRU's own forward (GRU).
 
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
