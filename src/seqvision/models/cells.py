@@ -248,7 +248,7 @@ def state_dtype(dtype: torch.dtype) -> torch.dtype:
 class ExplicitLSTM(nn.Module):
     """A batch-first, unidirectional, stacked LSTM made of `LSTMCell`s (layer k is `cells[k]`)."""
 
-    trains_with_compiled_loops = True  # on the CPU in float32: models/fused.py
+    runs_compiled_loops = True  # training and inference on the CPU in float32: models/fused.py
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0,
                  activation: str = "tanh") -> None:

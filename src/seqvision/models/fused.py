@@ -45,9 +45,9 @@ def fused_kernels() -> ModuleType | None:
 
 
 def build_for(model: torch.nn.Module) -> None:
-    """Build (or load) the kernels now if `model` trains with them, so that the first build's half minute is not
-    counted in the first epoch's time."""
-    if any(getattr(module, "trains_with_compiled_loops", False) for module in model.modules()):
+    """Build (or load) the kernels now if `model` runs them, so that the first build's half minute is spent before
+    training's first epoch or a server's first request, not inside them."""
+    if any(getattr(module, "runs_compiled_loops", False) for module in model.modules()):
         fused_kernels()
 
 

@@ -132,7 +132,7 @@ class GRU(nn.GRU):
     takes and returns what `nn.GRU` does. One difference: that pass keeps its outputs for the backward pass, so
     changing them in place before it raises autograd's error, where `nn.GRU` allows it."""
 
-    trains_with_compiled_loops = True  # on the CPU in float32: models/fused.py
+    runs_compiled_loops = True  # training and inference on the CPU in float32: models/fused.py
 
     def forward(self, input: Any, hx: torch.Tensor | None = None) -> tuple[Any, torch.Tensor]:
         applies, training = self._own_loops_apply(input, hx), torch.is_grad_enabled()

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from seqvision.errors import ConfigError, InputShapeError
+from seqvision.models.fused import build_for
 from seqvision.serving.bundle import LoadedModel, load_model_source
 
 ENGINES = ("torch", "onnx")
@@ -48,6 +49,8 @@ class Predictor:
             raise ConfigError(f"unknown --engine {engine!r}; choose one of: {', '.join(ENGINES)}.")
         self.loaded, self.engine = loaded, engine
         self._onnx = self._export_onnx() if engine == "onnx" else None
+        if engine == "torch":
+            build_for(loaded.model)  # a first build's half minute now, not in the first request
 
     @classmethod
     def open(cls, source: str | os.PathLike[str], engine: str = "torch") -> Predictor:
