@@ -66,8 +66,9 @@ CONFIGURATIONS = (
     Configuration("renet", "renet-mnist without weight averaging", "renet-mnist,ema_decay=0", 12),
     Configuration("renet", "renet-mnist without label smoothing or weight averaging",
                   "renet-mnist,label_smoothing=0,ema_decay=0", 12),
-    Configuration("renet", "renet-mnist preset (bf16, rotation, scaling, label smoothing, EMA 0.999)", "renet-mnist",
-                  12),
+    Configuration("renet", "renet-mnist, 12 epochs (the preset until 2026-11-26)", "renet-mnist", 12),
+    Configuration("renet", "renet-mnist preset (bf16, rotation, scaling, label smoothing, EMA 0.999, 16 epochs)",
+                  "renet-mnist", 16),
 )
 FAMILIES = tuple(dict.fromkeys(configuration.family for configuration in CONFIGURATIONS))
 
