@@ -72,7 +72,7 @@ def _compiled() -> ModuleType | None:
         lines = str(error).strip().splitlines() or [type(error).__name__]
         reason = next((line.strip() for line in lines if any(sign in line for sign in CAUSES)), lines[-1])
         warnings.warn(f"seqvision could not compile its fused LSTM/GRU kernels ({reason}); training those models "
-                      f"uses the Python loops, 1.3x to 1.6x slower per step. Install a C++ compiler (apt-get install "
+                      f"uses the Python loops, 1.7x to 1.9x slower per step. Install a C++ compiler (apt-get install "
                       f"g++) and ninja (pip install ninja), or set {SWITCH}=0 to silence this.", stacklevel=3)
         return None
 
