@@ -170,3 +170,10 @@ def test_training_builds_the_kernels_first_only_for_models_that_use_them(monkeyp
         built.clear()
         fused.build_for(build_model(resolve_model_options(TrainConfig(**options)), (28, 28), 10))
         assert built == ([True] if uses else []), options
+
+
+def test_compiled_inference_of_an_empty_batch_is_empty_as_the_fallbacks_is(monkeypatch):
+    for layer, kernel in ((ExplicitLSTM(5, 7, activation="sigmoid"), "lstm_inference"),
+                          (GRU(5, 7, batch_first=True), "gru_inference")):
+        compiled, fallback, calls = inference_both_ways(layer, torch.randn(0, 4, 5), kernel, monkeypatch)
+        assert calls == 1 and compiled[0].shape == fallback[0].shape == (0, 4, 7), kernel

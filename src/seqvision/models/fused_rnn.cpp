@@ -200,7 +200,8 @@ std::vector<at::Tensor> gru_recurrence(const at::Tensor& sequences, const at::Te
   auto to_candidate = at::empty({saved_steps, batch, size}, options);
   auto to_update = at::empty({saved_steps, batch, size}, options);
   auto to_reset = at::empty({saved_steps, batch, size}, options);
-  auto from_inputs = at::addmm(bias_in, sequences.reshape({steps * batch, -1}), weight_in.t());  // (T B, 3H)
+  // (T B, 3H); the feature count is spelt out, as -1 cannot be inferred for an empty batch
+  auto from_inputs = at::addmm(bias_in, sequences.reshape({steps * batch, sequences.size(2)}), weight_in.t());
   // The first step's: a zero hidden state. A copy, never a view of bias_hh: the later steps write into it.
   auto from_hidden = at::empty({batch, 3 * size}, options);
   from_hidden.copy_(bias_hh.expand({batch, 3 * size}));
@@ -317,7 +318,7 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_outputs, const at::T
   }
   auto flat = grads.view({steps * batch, 4 * size});
   auto from_input = flat.narrow(1, 0, 3 * size);
-  auto grad_weight_in = at::mm(from_input.t(), sequences.reshape({steps * batch, -1}));
+  auto grad_weight_in = at::mm(from_input.t(), sequences.reshape({steps * batch, sequences.size(2)}));
   auto grad_bias = flat.sum(0);
   // The zero initial state adds nothing to weight_hh's gradient: steps 1 to T-1 against the outputs before them.
   auto grad_weight_hh = at::mm(grads.narrow(0, 1, steps - 1).reshape({(steps - 1) * batch, 4 * size})
