@@ -55,7 +55,7 @@ from seqvision.runs.history import read_history
 from seqvision.training import train as training
 from seqvision.training.module import ClassifierModule
 from seqvision.training.optim import build_optimizer
-from seqvision.training.train import train_model
+from seqvision.training.train import resolve_precision, train_model
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -182,12 +182,17 @@ class Bench:
         clock.mark("steps")
         return clock.phases
 
+    def autocast(self) -> torch.autocast:
+        """The bfloat16 autocast that Lightning's bf16-mixed puts around training and validation steps."""
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.precision == "bf16")
+
     def bare_loop(self, train: Batches | None = None, val: Batches | None = None) -> dict[str, Timing]:
         model, optimizer = self.fresh_model()
         clock = PhaseClock()
         model.train()
         for images, labels in self.batches.train if train is None else train:
-            loss = F.cross_entropy(model(images), labels)
+            with self.autocast():
+                loss = F.cross_entropy(model(images), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.config.clip_grad:
@@ -195,7 +200,7 @@ class Bench:
             optimizer.step()
         clock.mark("steps")
         model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), self.autocast():
             for images, labels in self.batches.val if val is None else val:
                 logits = model(images)
                 F.cross_entropy(logits, labels)
@@ -313,7 +318,9 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     chosen = {name: value for name, value in (("model", args.model), ("batch_size", args.batch_size),
                                               ("hidden", args.hidden), ("train_limit", args.train_limit))
               if value is not None}
-    return resolve_model_options(dataclasses.replace(config, epochs=1, **chosen).validate())
+    config = resolve_model_options(dataclasses.replace(config, epochs=1, **chosen).validate())
+    # The bare loop runs in the precision seqvision's epoch resolves `auto` to on this CPU.
+    return dataclasses.replace(config, precision=resolve_precision(config.precision, "cpu"))
 
 
 def main() -> None:

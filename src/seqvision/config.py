@@ -31,7 +31,7 @@ Scheduler = Literal["none", "plateau", "cosine", "onecycle"]
 ValSplit = Literal["stratified", "last"]
 Normalise = Literal["standardise", "scale"]
 Accelerator = Literal["auto", "cpu", "gpu"]
-Precision = Literal["32", "bf16"]
+Precision = Literal["auto", "32", "bf16"]
 MemoryFormat = Literal["contiguous", "channels-last"]
 # Training on several processes (seqvision.training.distributed): one process, or Lightning's DDP.
 Strategy = Literal["auto", "ddp"]
@@ -69,7 +69,7 @@ class TrainConfig:
                                                               "explicit cell")
     init: Init = option("torch", "model", "weight initialisation: PyTorch's, or Keras's (Glorot, orthogonal "
                                           "recurrent, forget bias 1)")
-    epochs: int = option(12, "optimisation", "training epochs")
+    epochs: int = option(10, "optimisation", "training epochs")
     batch_size: int = option(128, "optimisation", "training batch size, per process when training on several")
     optimizer: Optimizer = option("adam", "optimisation", "adam is AdamW (decoupled weight decay)")
     lr: float = option(2e-3, "optimisation", "learning rate (the peak rate for onecycle)")
@@ -95,8 +95,9 @@ class TrainConfig:
                                               "then optimistic)")
     normalise: Normalise = option("standardise", "data", "pixels to mean 0 and std 1 over the training split, or "
                                                          "only divided by 255 as the seed programs do")
-    augment_shift: int = option(0, "data", "shift each training image by up to N pixels each way, new shifts "
-                                           "every epoch (0: off; 2 is usual for MNIST)")
+    augment_shift: int | None = option(None, "data", "shift each training image by up to N pixels each way, new "
+                                                    "shifts every epoch (0: off) [dataset default: 2 for the "
+                                                    "28x28 handwriting datasets, else 0]")
     # Random transforms of training images besides the shifts (seqvision.data.augment), seeded like the shifts.
     augment_rotate: float = option(0.0, "data", "rotate each training image by a random angle of up to DEG degrees "
                                                 "either way (0: off)", metavar="DEG")
@@ -114,9 +115,10 @@ class TrainConfig:
     cv_folds: int = option(0, None, "cross-validation: the training set in this many stratified folds (0: off)")
     cv_fold: int = option(0, None, "cross-validation: the fold held out as the test set")
     accelerator: Accelerator = option("auto", "run", "auto uses a GPU when one is visible, else the CPU")
-    precision: Precision = option("32", "run", "32: float32 throughout; bf16: the forward pass under bfloat16 "
-                                               "autocast, weights and optimiser in float32 (2-3x faster steps on "
-                                               "CPUs with AVX-512 BF16; docs/benchmarks.md)")
+    precision: Precision = option("auto", "run", "32: float32 throughout; bf16: the forward pass under bfloat16 "
+                                                 "autocast, weights and optimiser in float32 (2-3x faster steps on "
+                                                 "CPUs with AVX-512 BF16; docs/benchmarks.md); auto: bf16 where the "
+                                                 "CPU or GPU computes in bfloat16 natively, else 32")
     memory_format: MemoryFormat = option("contiguous", "run", "layout of the convolution weights, and so of the "
                                                              "activations, while training: channels-last makes "
                                                              "bf16 convolution steps about 1.5x faster on this "
@@ -159,7 +161,7 @@ class TrainConfig:
                 raise ConfigError(f"--{flag(name)} must be positive, got {value}.")
         for name in ("weight_decay", "clip_grad", "early_stop", "augment_shift", "train_limit", "test_limit",
                      "cv_folds", "cv_fold"):
-            if getattr(self, name) < 0:
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ConfigError(f"--{flag(name)} must be zero (off) or positive, got {getattr(self, name)}.")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}: 1 would leave no "

@@ -36,6 +36,7 @@ MNIST_SCRIPTS = {
     "resume_exactness.py": ["--out", "{tmp}/out", "--", "--dataset", "mnist", "--epochs", "1", "--train-limit", "100"],
     "inference_speed.py": ["{run}"],
     "serving_load.py": ["{run}", "--requests", "1"],
+    "default_command.py": ["--seeds", "0", "--train-limit", "100"],
 }
 # These import torch and Lightning before they can look for the data: seconds each.
 SLOW_MNIST_SCRIPTS = {

@@ -4,7 +4,10 @@ import pytest
 import torch
 
 import seqvision
+from seqvision.config import TrainConfig
+from seqvision.data.registry import augment_shift
 from seqvision.runs.folder import RunFolder
+from seqvision.training.train import resolve_precision
 
 BF16 = dict(model="cnn", dataset="digits", epochs=3, precision="bf16", clip_grad=1.0)
 
@@ -45,3 +48,34 @@ def test_channels_last_trains_reproducibly_resumes_exactly_and_loads_anywhere(tm
         assert all(torch.equal(weights[name], other_weights[name]) for name in weights)
     # The test pass rebuilt the model in the default layout from the checkpoint: both layouts load it.
     assert resumed.test_metrics == whole.test_metrics
+
+
+@pytest.mark.parametrize(("avx512_bf16", "amx", "expected"), [(True, False, "bf16"), (False, True, "bf16"),
+                                                              (False, False, "32")])
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch, avx512_bf16, amx, expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert resolve_precision("auto", "cpu") == expected
+    assert resolve_precision("32", "cpu") == "32" and resolve_precision("bf16", "cpu") == "bf16"
+
+
+def test_a_run_records_the_precision_and_shift_that_auto_and_the_dataset_chose(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    plain = seqvision.train(model="lstm", dataset="digits", epochs=1, out=tmp_path / "plain", progress=False,
+                            report=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    native = seqvision.train(model="lstm", dataset="digits", epochs=1, out=tmp_path / "native", progress=False,
+                             report=False)
+    saved = {name: RunFolder(run.run_dir).load_config() for name, run in (("plain", plain), ("native", native))}
+    assert (saved["plain"].precision, saved["native"].precision) == ("32", "bf16")
+    # The 8x8 digits have no default shift (2 pixels is a quarter of their side); MNIST's is 2.
+    assert saved["plain"].augment_shift == 0 and TrainConfig().augment_shift is None
+    assert augment_shift(TrainConfig(dataset="mnist")) == 2
+    assert augment_shift(TrainConfig(dataset="mnist", augment_shift=0)) == 0
+    first, second = last_weights(plain.run_dir), last_weights(native.run_dir)
+    assert any(not torch.equal(first[name], second[name]) for name in first), "auto chose bf16 autocast"
+    # A resume repeats what the run recorded, whatever `auto` would choose on the machine that resumes it.
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    seqvision.train(resume=tmp_path / "native", epochs=2, progress=False, report=False)
+    assert RunFolder(native.run_dir).load_config().precision == "bf16"

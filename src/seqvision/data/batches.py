@@ -14,6 +14,7 @@ import torch
 
 from seqvision.config import TrainConfig
 from seqvision.data.augment import Augmentation, Warp, apply_warp, batch_generator
+from seqvision.data.registry import augment_shift
 from seqvision.data.splits import ImageSplits, stratified_split
 from seqvision.errors import ConfigError
 
@@ -262,7 +263,7 @@ def split_batches(config: TrainConfig, splits: ImageSplits) -> RunBatches:
     normalisation = Normalisation.of(train_images) if config.normalise == "standardise" else Normalisation(0.0, 1.0)
     return RunBatches(
         train=batches_of(train_images, train_labels, config.batch_size, normalisation,
-                         shuffle=True, seed=config.seed, max_shift=config.augment_shift,
+                         shuffle=True, seed=config.seed, max_shift=augment_shift(config),
                          augment=Augmentation.from_config(config)),
         val=batches_of(val_images, val_labels, EVAL_BATCH_SIZE, normalisation),
         test=eval_batches(test_images, test_labels, normalisation),

@@ -56,7 +56,8 @@ FASHION_MNIST = IdxDataset(
 )
 
 
-@register_dataset("mnist", image_shape=(28, 28), num_classes=10, description="handwritten digits, 60k train + 10k test")
+@register_dataset("mnist", image_shape=(28, 28), num_classes=10, default_shift=2,
+                  description="handwritten digits, 60k train + 10k test")
 def load_mnist(data_dir: Path | None) -> ImageSplits:
     return MNIST.load(data_dir)
 
@@ -104,6 +105,7 @@ KMNIST_CLASSES = ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")
 
 
 @register_dataset("kmnist", image_shape=(28, 28), num_classes=10, box_fraction=1.0, classes=KMNIST_CLASSES,
+                  default_shift=2,
                   description="Kuzushiji-MNIST: cursive Japanese hiragana, 60k train + 10k test")
 def load_kmnist(data_dir: Path | None) -> ImageSplits:
     return KMNIST.load(data_dir)
@@ -139,13 +141,14 @@ LETTER_CLASSES = tuple(f"{chr(ord('A') + index)}/{chr(ord('a') + index)}" for in
 
 
 @register_dataset("emnist-digits", image_shape=(28, 28), num_classes=10, box_fraction=EMNIST_BOX_FRACTION,
+                  default_shift=2,
                   description="EMNIST handwritten digits, 240k train + 40k test")
 def load_emnist_digits(data_dir: Path | None) -> ImageSplits:
     return EMNIST_DIGITS.load(data_dir)
 
 
 @register_dataset("emnist-letters", image_shape=(28, 28), num_classes=26, box_fraction=EMNIST_BOX_FRACTION,
-                  classes=LETTER_CLASSES,
+                  classes=LETTER_CLASSES, default_shift=2,
                   description="EMNIST handwritten letters (A and a one class), 124.8k train + 20.8k test")
 def load_emnist_letters(data_dir: Path | None) -> ImageSplits:
     return EMNIST_LETTERS.load(data_dir)

@@ -26,6 +26,7 @@ from seqvision.config import TrainConfig
 from seqvision.data import get_dataset, load_dataset
 from seqvision.data.batches import RunBatches, split_batches
 from seqvision.data.folder import with_run_split, write_split_file
+from seqvision.data.registry import augment_shift
 from seqvision.errors import ConfigError, DiskFullError, TrainingDivergedError, TrainingInterruptedError
 from seqvision.models import build_model, resolve_model_options
 from seqvision.models.fused import build_for
@@ -89,6 +90,9 @@ def train_model(config: TrainConfig | None = None, *, out: str | os.PathLike[str
 def _train(config: TrainConfig, run: RunFolder, resume: str | os.PathLike[str] | None, progress: bool,
            callbacks: Sequence[L.Callback]) -> TrainedRun:
     accelerator = _resolve_accelerator(config.accelerator)
+    # The saved config holds what the run used, so a resume or a rerun elsewhere repeats it.
+    config = dataclasses.replace(config, precision=resolve_precision(config.precision, accelerator),
+                                 augment_shift=augment_shift(config))
     stopper, agreed = StopAtBatchBoundary(run.checkpoint("interrupted")), AgreeOnRunFolder(run.path)
     with _quiet_lightning():
         trainer = _build_trainer(config, accelerator, run, progress, [stopper, agreed, *callbacks])
@@ -190,6 +194,19 @@ def _resolve_accelerator(requested: str) -> str:
     if requested == "gpu" and not torch.cuda.is_available():
         raise ConfigError("--accelerator gpu was asked for but no CUDA GPU is visible; use auto or cpu.")
     return "gpu" if requested != "cpu" and torch.cuda.is_available() else "cpu"
+
+
+def resolve_precision(requested: str, accelerator: str) -> str:
+    """'32' or 'bf16': auto picks bf16 where the device computes in bfloat16 natively (a CUDA GPU that supports
+    it, a CPU with AVX-512 BF16 or AMX), which halved the LSTM's step at an unchanged accuracy (docs/results.md);
+    elsewhere bf16 would be emulated, slower than float32."""
+    if requested != "auto":
+        return requested
+    if accelerator == "gpu":
+        native = torch.cuda.is_bf16_supported()
+    else:
+        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return "bf16" if native else "32"
 
 
 def _build_trainer(config: TrainConfig, accelerator: str, run: RunFolder, progress: bool,
