@@ -53,7 +53,8 @@ def option(default: Any, group: str | None, text: str, **metadata: Any) -> Any:
 
 @dataclass
 class TrainConfig:
-    """Everything a training run depends on. Defaults reach >= 98.8% MNIST test accuracy (docs/results.md)."""
+    """Everything a training run depends on. With the defaults, `lstm` reached 99.10% +/- 0.13 MNIST test accuracy
+    over three seeds in about 40 s a command on a 2-core CPU with AVX-512 BF16 (docs/results.md)."""
 
     model: str = option("lstm", "model", "model name (see `seqvision models`)", metavar="NAME")
     dataset: str = option("mnist", "data", "dataset name (see `seqvision datasets`)", metavar="NAME")
