@@ -59,6 +59,14 @@ def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively(monkeypa
     assert resolve_precision("32", "cpu") == "32" and resolve_precision("bf16", "cpu") == "bf16"
 
 
+@pytest.mark.parametrize("supported", [True, False])
+def test_auto_precision_on_a_gpu_asks_the_gpu(monkeypatch, supported):
+    # The CPU's flags do not count for a GPU run (CI has no GPU: the check is what is exercised).
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: not supported)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: supported)
+    assert resolve_precision("auto", "gpu") == ("bf16" if supported else "32")
+
+
 def test_a_run_records_the_precision_and_shift_that_auto_and_the_dataset_chose(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
