@@ -5,7 +5,8 @@
 Forward and backward of one batch of 28 steps of 28 features (seed 000's shapes), timed four ways, each in
 float32 and under bfloat16 autocast: the fused `nn.LSTM` (oneDNN on the CPU), the explicit cell's training path
 (`LSTMSequence`, the gradient written out by hand) with either activation, its loops compiled
-(models/fused_rnn.cpp; float32 only, bf16 runs the Python loops either way) or in Python, and autograd through
+(models/fused_rnn.cpp; float32 only: under autocast they run in float32, their bf16 row is the layer as autocast
+trains it) or in Python (bf16 products under autocast), and autograd through
 the readable step-by-step cells (the training path before `LSTMSequence` existed, still used for traces). The
 rows take turns, one step each per round, so that load from other work on the machine falls on all of them alike;
 each figure is a median over the rounds. With `--threads 1` it is CPU time, otherwise wall time. Prints Markdown

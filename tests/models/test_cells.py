@@ -10,6 +10,7 @@ from seqvision.config import TrainConfig
 from seqvision.errors import ConfigError
 from seqvision.models import build_model
 from seqvision.models.cells import ExplicitLSTM, LSTMCell, LSTMSequence
+from seqvision.models.fused import python_loops
 from seqvision.runs.folder import RunFolder
 
 
@@ -170,12 +171,14 @@ def outputs_and_gradients(lstm: ExplicitLSTM, sequences: torch.Tensor, weights: 
 
 
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
-def test_bf16_autocast_runs_the_products_in_bf16_and_stays_close_to_float32(activation):
+def test_python_loops_under_bf16_autocast_run_the_products_in_bf16_and_stay_close_to_float32(activation):
+    # Where the loops are compiled, autocast leaves the layer in float32 (test_under_autocast_the_compiled_...).
     torch.manual_seed(7)
     lstm = ExplicitLSTM(28, 64, num_layers=2, activation=activation)
     sequences, weights = torch.rand(16, 28, 28), torch.randn(16, 28, 64)
     expected, expected_cell, expected_grads = outputs_and_gradients(lstm, sequences, weights, bf16=False)
-    outputs, cell, grads = outputs_and_gradients(lstm, sequences, weights, bf16=True)
+    with python_loops():
+        outputs, cell, grads = outputs_and_gradients(lstm, sequences, weights, bf16=True)
     assert outputs.dtype == torch.bfloat16, "the hidden states come out of bf16 products, as nn.LSTM's do"
     assert cell.dtype == torch.float32, "the cell state is kept in float32"
     assert not torch.equal(outputs.float(), expected), "autocast was applied"
@@ -194,11 +197,30 @@ def test_bf16_explicit_lstm_is_as_close_to_float32_as_nn_lstm_under_autocast():
     explicit = ExplicitLSTM.like(fused)
     images = torch.rand(32, 28, 28)
     expected = fused(images)[0]
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    # The Python loops, whose products run in bfloat16: with the compiled loops autocast leaves the layer in float32.
+    with torch.autocast("cpu", dtype=torch.bfloat16), python_loops():
         fused_error = (fused(images)[0].float() - expected).abs().max()
         explicit_error = (explicit(images)[0].float() - expected).abs().max()
     # The gate pre-activations and the cell state stay float32, so only the products' inputs are rounded.
     assert explicit_error <= 1.5 * fused_error, (explicit_error, fused_error)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_under_autocast_the_compiled_float32_loops_run_as_without_it(layers):
+    torch.manual_seed(9)
+    explicit = ExplicitLSTM(7, 16, layers, 0.0, activation="sigmoid")
+    sequences = torch.randn(4, 6, 7, requires_grad=True)
+    passes = []
+    for autocast in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            outputs, (final_h, final_c) = explicit(sequences)
+            with torch.no_grad():
+                inferred = explicit(sequences)[0]
+        assert outputs.dtype == inferred.dtype == torch.float32
+        gradients = torch.autograd.grad(outputs.square().sum(), [sequences, *explicit.parameters()])
+        passes.append((outputs, final_h, final_c, inferred, *gradients))
+    for plain, autocast in zip(*passes, strict=True):
+        assert torch.equal(plain, autocast)
 
 
 @pytest.mark.slow

@@ -89,12 +89,12 @@ def test_is_a_drop_in_nn_gru_with_the_same_state_dict():
     assert type(model.rnn) is GRU
 
 
-def test_autocast_packed_given_state_and_uncompiled_inference_use_nn_grus_own_forward():
+def test_uncompiled_autocast_packed_given_state_and_uncompiled_inference_use_nn_grus_own_forward():
     reference, gru = twins(7, 16, batch_first=True)
     sequences = torch.randn(4, 6, 7)
     with torch.no_grad(), python_loops():  # compiled inference: tests/models/test_fused.py
         assert torch.equal(gru(sequences)[0], reference(sequences)[0])
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=torch.bfloat16), python_loops():
         outputs = gru(sequences)[0]
         assert not took_hand_written_pass(outputs)
         assert torch.equal(outputs, reference(sequences)[0])
@@ -104,6 +104,22 @@ def test_autocast_packed_given_state_and_uncompiled_inference_use_nn_grus_own_fo
     outputs = gru(sequences, state)[0]
     assert not took_hand_written_pass(outputs)
     assert torch.equal(outputs, reference(sequences, state)[0])
+
+
+@pytest.mark.parametrize("options", [{}, {"num_layers": 2, "bidirectional": True}], ids=["one-layer", "two-by-two"])
+def test_under_autocast_the_compiled_float32_loops_run_as_without_it(options):
+    _, gru = twins(7, 16, batch_first=True, **options)
+    sequences = torch.randn(4, 6, 7, requires_grad=True)
+    passes = []
+    for autocast in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            outputs = gru(sequences)[0]
+            with torch.no_grad():
+                inferred = gru(sequences)[0]
+        assert outputs.dtype == inferred.dtype == torch.float32 and took_hand_written_pass(outputs)
+        passes.append((outputs, inferred, *torch.autograd.grad(outputs.square().sum(), [sequences, *gru.parameters()])))
+    for plain, autocast in zip(*passes, strict=True):
+        assert torch.equal(plain, autocast)
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +161,8 @@ def test_same_seed_gives_the_same_weights(digits_batch):
 
 @pytest.mark.slow
 def test_trains_in_float32_and_under_bf16_autocast_reproducibly(tmp_path):
-    # Under autocast the layer runs nn.GRU's own forward (see GRU._own_loops_apply): --precision bf16
-    # must still learn, repeat exactly, and stay near float32, which trains through the hand-written pass.
+    # Under autocast the layer runs its compiled loops in float32 and the classifier's head in bfloat16:
+    # --precision bf16 must still learn, repeat exactly, and stay near float32.
     options = dict(model="gru", dataset="digits", epochs=4, progress=False, report=False)
     runs = {(precision, again): seqvision.train(out=tmp_path / f"{precision}-{again}", precision=precision, **options)
             for precision in ("bf16", "32") for again in (0, 1)}
