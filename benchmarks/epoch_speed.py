@@ -320,7 +320,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
               if value is not None}
     config = resolve_model_options(dataclasses.replace(config, epochs=1, **chosen).validate())
     # The bare loop runs in the precision seqvision's epoch resolves `auto` to on this CPU.
-    return dataclasses.replace(config, precision=resolve_precision(config.precision, "cpu"))
+    return dataclasses.replace(config, precision=resolve_precision(config, "cpu"))
 
 
 def main() -> None:

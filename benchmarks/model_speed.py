@@ -1,9 +1,11 @@
 """Training-step time and inference throughput of every registered model, on random 28x28 inputs.
 
-    .venv/bin/python benchmarks/model_speed.py [--batch-size 128] [--scan rows] [MODEL ...]
+    .venv/bin/python benchmarks/model_speed.py [--batch-size 128] [--scan rows] [--bf16] [MODEL ...]
 
 No data or Lightning involved: forward, backward and an Adam step on one batch, timed over repeated
-steps after warm-up, then inference on batches of 1000. Prints a Markdown table for docs/benchmarks.md.
+steps after warm-up, then inference on batches of 1000. With --bf16 the training step is also timed under
+bfloat16 autocast, alternating with the float32 steps, with the ratio of the two: what `--precision auto`
+weighs for each model. Prints a Markdown table for docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -32,25 +34,37 @@ def median_seconds(step, repeats: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def measure(name: str, batch_size: int, scan: str) -> tuple[int, float, float]:
+def measure(name: str, batch_size: int, scan: str, bf16: bool) -> tuple[int, float, float, float | None]:
     torch.manual_seed(0)
     model = build_model(TrainConfig(model=name, scan=scan), (28, 28), 10)
     optimizer = torch.optim.Adam(model.parameters())
     images, labels = torch.rand(batch_size, 28, 28), torch.randint(0, 10, (batch_size,))
+    autocast = False
 
     def train_step() -> None:
-        loss = F.cross_entropy(model(images), labels)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = F.cross_entropy(model(images), labels)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
 
+    def both_steps() -> None:
+        nonlocal autocast
+        for autocast in (False, True):
+            times[autocast].append(median_seconds(train_step, 1))
+
     model.train()
-    step = median_seconds(train_step, TIMED)
+    if bf16:
+        times = {False: [], True: []}
+        median_seconds(both_steps, TIMED)
+        step, bf16_step = (sorted(times[key][WARM_UP:])[TIMED // 2] for key in (False, True))
+    else:
+        step, bf16_step = median_seconds(train_step, TIMED), None
     model.eval()
     test_batch = torch.rand(1000, 28, 28)
     with torch.inference_mode():
         infer = median_seconds(lambda: model(test_batch), 3)
-    return sum(p.numel() for p in model.parameters()), step, 1000 / infer
+    return sum(p.numel() for p in model.parameters()), step, 1000 / infer, bf16_step
 
 
 def main() -> None:
@@ -58,15 +72,18 @@ def main() -> None:
     parser.add_argument("models", nargs="*", default=None)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--scan", default="rows")
+    parser.add_argument("--bf16", action="store_true", help="also time the training step under bf16 autocast")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, scan {args.scan}")
-    print("| model | parameters | training step | steps per 54k-image epoch | inference images/s |")
-    print("| --- | --- | --- | --- | --- |")
+    extra = (" bf16 autocast step | bf16 / float32 |", " --- | --- |") if args.bf16 else ("", "")
+    print(f"| model | parameters | training step | steps per 54k-image epoch | inference images/s |{extra[0]}")
+    print(f"| --- | --- | --- | --- | --- |{extra[1]}")
     for name in args.models or model_names():
-        count, step, throughput = measure(name, args.batch_size, args.scan)
+        count, step, throughput, bf16_step = measure(name, args.batch_size, args.scan, args.bf16)
         steps = -(-54_000 // args.batch_size)
+        bf16_cells = f" {1000 * bf16_step:.1f} ms | {bf16_step / step:.2f}x |" if bf16_step is not None else ""
         print(f"| `{name}` | {count:,} | {1000 * step:.1f} ms | {steps} steps = {steps * step:.0f} s | "
-              f"{throughput:,.0f} |", flush=True)
+              f"{throughput:,.0f} |{bf16_cells}", flush=True)
 
 
 if __name__ == "__main__":

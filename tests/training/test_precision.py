@@ -55,8 +55,21 @@ def test_channels_last_trains_reproducibly_resumes_exactly_and_loads_anywhere(tm
 def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch, avx512_bf16, amx, expected):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
-    assert resolve_precision("auto", "cpu") == expected
-    assert resolve_precision("32", "cpu") == "32" and resolve_precision("bf16", "cpu") == "bf16"
+    assert resolve_precision(TrainConfig(), "cpu") == expected
+    assert resolve_precision(TrainConfig(precision="32"), "cpu") == "32"
+    assert resolve_precision(TrainConfig(precision="bf16"), "cpu") == "bf16"
+
+
+@pytest.mark.parametrize(("options", "expected"), [
+    ({"model": "lstm"}, "bf16"), ({"model": "bilstm"}, "bf16"), ({"model": "cnn"}, "bf16"),
+    ({"model": "cnn-lstm"}, "bf16"), ({"model": "renet"}, "bf16"),
+    # No bf16 kernel on the CPU: nn.RNN's bf16 steps are slower; the GRU and the explicit cell run float32 loops.
+    ({"model": "rnn"}, "32"), ({"model": "gru"}, "32"), ({"model": "lstm", "cell_activation": "sigmoid"}, "32"),
+])
+def test_auto_precision_keeps_float32_for_models_that_bf16_does_not_speed_up(monkeypatch, options, expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert resolve_precision(TrainConfig(**options), "cpu") == expected
+    assert resolve_precision(TrainConfig(**options, precision="bf16"), "cpu") == "bf16", "an explicit choice stands"
 
 
 @pytest.mark.parametrize("supported", [True, False])
@@ -64,7 +77,7 @@ def test_auto_precision_on_a_gpu_asks_the_gpu(monkeypatch, supported):
     # The CPU's flags do not count for a GPU run (CI has no GPU: the check is what is exercised).
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: not supported)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: supported)
-    assert resolve_precision("auto", "gpu") == ("bf16" if supported else "32")
+    assert resolve_precision(TrainConfig(model="gru"), "gpu") == ("bf16" if supported else "32")
 
 
 def test_a_run_records_the_precision_and_shift_that_auto_and_the_dataset_chose(tmp_path, monkeypatch):

@@ -45,7 +45,7 @@ def test_run_folder_holds_every_output(digits_run):
     # The saved config names the model's own defaults and what `auto` and the dataset chose, so the run does not
     # depend on them changing later, nor on the machine that resumes it.
     assert run.load_config() == dataclasses.replace(quick(), hidden=128, layers=1, dropout=0.2, augment_shift=0,
-                                                    precision=resolve_precision("auto", "cpu"))
+                                                    precision=resolve_precision(quick(), "cpu"))
     assert run.read_info()["status"] == "finished"
     rows = history_rows(run.path)
     assert [row["epoch"] for row in rows] == ["1", "2", "3", "4", "5", "6"]

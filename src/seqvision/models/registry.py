@@ -7,7 +7,9 @@ and a `@register_model("name")` line above it. The class states what it accepts:
   leaves one of them None gets the model's value, and setting one the model does not use is refused;
 - `scans`: the sequence modes it can read (`--scan`);
 - `options`: which of `pooling` and `cell_activation` it honours beyond their defaults;
-- `from_config(config, image_shape, num_classes)`: builds it from a resolved config.
+- `from_config(config, image_shape, num_classes)`: builds it from a resolved config;
+- optionally `cpu_autocast_pays(config)`: False where bf16 autocast makes its CPU training steps no faster, so that
+  `--precision auto` keeps float32 for it (true when the class does not say).
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ class ModelEntry:
     @property
     def scans(self) -> tuple[str, ...]:
         return tuple(self.builder.scans)
+
+    def cpu_autocast_pays(self, config: TrainConfig) -> bool:
+        """Whether bf16 autocast shortens this model's training step on a CPU that computes bfloat16 natively."""
+        decide = getattr(self.builder, "cpu_autocast_pays", None)
+        return True if decide is None else decide(config)
 
 
 MODELS: Registry[ModelEntry] = Registry("model", ConfigError)

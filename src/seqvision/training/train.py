@@ -28,7 +28,7 @@ from seqvision.data.batches import RunBatches, split_batches
 from seqvision.data.folder import with_run_split, write_split_file
 from seqvision.data.registry import augment_shift
 from seqvision.errors import ConfigError, DiskFullError, TrainingDivergedError, TrainingInterruptedError
-from seqvision.models import build_model, resolve_model_options
+from seqvision.models import build_model, get_model_entry, resolve_model_options
 from seqvision.models.fused import build_for
 from seqvision.models.summary import model_summary
 from seqvision.runs.checkpoint import describe, read_checkpoint
@@ -91,7 +91,7 @@ def _train(config: TrainConfig, run: RunFolder, resume: str | os.PathLike[str] |
            callbacks: Sequence[L.Callback]) -> TrainedRun:
     accelerator = _resolve_accelerator(config.accelerator)
     # The saved config holds what the run used, so a resume or a rerun elsewhere repeats it.
-    config = dataclasses.replace(config, precision=resolve_precision(config.precision, accelerator),
+    config = dataclasses.replace(config, precision=resolve_precision(config, accelerator),
                                  augment_shift=augment_shift(config))
     stopper, agreed = StopAtBatchBoundary(run.checkpoint("interrupted")), AgreeOnRunFolder(run.path)
     with _quiet_lightning():
@@ -196,17 +196,17 @@ def _resolve_accelerator(requested: str) -> str:
     return "gpu" if requested != "cpu" and torch.cuda.is_available() else "cpu"
 
 
-def resolve_precision(requested: str, accelerator: str) -> str:
+def resolve_precision(config: TrainConfig, accelerator: str) -> str:
     """'32' or 'bf16': auto picks bf16 where the device computes in bfloat16 natively (a CUDA GPU that supports
     it, a CPU with AVX-512 BF16 or AMX), which halved the LSTM's step at an unchanged accuracy (docs/results.md);
-    elsewhere bf16 would be emulated, slower than float32."""
-    if requested != "auto":
-        return requested
+    elsewhere bf16 would be emulated, slower than float32. On the CPU, a model whose steps bf16 does not shorten
+    (ModelEntry.cpu_autocast_pays) keeps float32."""
+    if config.precision != "auto":
+        return config.precision
     if accelerator == "gpu":
-        native = torch.cuda.is_bf16_supported()
-    else:
-        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return "bf16" if native else "32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "32"
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return "bf16" if native and get_model_entry(config.model).cpu_autocast_pays(config) else "32"
 
 
 def _build_trainer(config: TrainConfig, accelerator: str, run: RunFolder, progress: bool,
