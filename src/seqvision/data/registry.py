@@ -34,7 +34,8 @@ class DatasetSpec:
     # not for digits or letters, whose mirror images are other symbols or none.
     mirror_invariant: bool = False
     # Pixels a training image is randomly shifted by when --augment-shift is not given: 2 for 28x28 handwriting,
-    # where it bought 0.2-0.3 point of the LSTM's test accuracy on MNIST (docs/results.md); 0 where unmeasured.
+    # where it bought 0.2-0.3 point of the LSTM's test accuracy on MNIST (docs/results.md); 0 for the others
+    # (unmeasured, or for the 8x8 digits a quarter of the image).
     default_shift: int = 0
 
 
