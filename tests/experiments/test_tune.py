@@ -121,13 +121,18 @@ def test_a_trial_behind_the_median_is_pruned_after_its_warm_up_epoch(tmp_path):
 @pytest.mark.slow
 def test_two_processes_share_one_sqlite_study(tmp_path):
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
-    workers = [tune_process(tmp_path / name, "--trials", "4", "--storage", storage, "--study-name", "shared")
-               for name in ("a", "b")]
-    outputs = [finish(worker) for worker in workers]
+    outputs = [finish(worker) for worker in two_tuners(tmp_path, storage, "shared")]
 
     trials = trials_of(storage, "shared")
     check_shared_study(trials, tmp_path, 4)
     assert all("study shared in sqlite:///" in output for output in outputs)
+
+
+def two_tuners(out: Path, storage: str, study_name: str) -> list[subprocess.Popen]:
+    """Processes a and b, started together on one study of 4 trials. TINY's trials take well under a second: one
+    process once ran all four while the other was still importing, so these train on four times the images."""
+    return [tune_process(out / name, "--trials", "4", "--storage", storage, "--study-name", study_name,
+                         "--train-limit", "1200") for name in ("a", "b")]
 
 
 def check_shared_study(trials: list[optuna.trial.FrozenTrial], out: Path, total: int) -> None:
@@ -208,9 +213,7 @@ def test_a_study_of_another_model_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_share_one_postgresql_study(tmp_path, postgres_url):
-    workers = [tune_process(tmp_path / name, "--trials", "4", "--storage", postgres_url, "--study-name", "pg")
-               for name in ("a", "b")]
-    outputs = [finish(worker) for worker in workers]
+    outputs = [finish(worker) for worker in two_tuners(tmp_path, postgres_url, "pg")]
 
     check_shared_study(trials_of(postgres_url, "pg"), tmp_path, 4)
     assert all(f"study pg in {postgres_url}" in output for output in outputs)
