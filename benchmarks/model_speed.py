@@ -39,25 +39,25 @@ def measure(name: str, batch_size: int, scan: str, bf16: bool) -> tuple[int, flo
     model = build_model(TrainConfig(model=name, scan=scan), (28, 28), 10)
     optimizer = torch.optim.Adam(model.parameters())
     images, labels = torch.rand(batch_size, 28, 28), torch.randint(0, 10, (batch_size,))
-    autocast = False
 
-    def train_step() -> None:
+    def train_step(autocast: bool = False) -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             loss = F.cross_entropy(model(images), labels)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
 
-    def both_steps() -> None:
-        nonlocal autocast
-        for autocast in (False, True):
-            times[autocast].append(median_seconds(train_step, 1))
-
     model.train()
     if bf16:
+        # float32 and bf16 steps alternate, so that load from other work falls on both alike.
         times = {False: [], True: []}
-        median_seconds(both_steps, TIMED)
-        step, bf16_step = (sorted(times[key][WARM_UP:])[TIMED // 2] for key in (False, True))
+        for round_number in range(WARM_UP + TIMED):
+            for autocast in (False, True):
+                started = time.perf_counter()
+                train_step(autocast)
+                if round_number >= WARM_UP:
+                    times[autocast].append(time.perf_counter() - started)
+        step, bf16_step = (sorted(times[autocast])[TIMED // 2] for autocast in (False, True))
     else:
         step, bf16_step = median_seconds(train_step, TIMED), None
     model.eval()

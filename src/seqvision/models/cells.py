@@ -277,8 +277,8 @@ class ExplicitLSTM(nn.Module):
         autocast = torch.is_autocast_enabled(device)
         training = torch.is_grad_enabled()
         exporting = torch.jit.is_tracing() or torch.compiler.is_compiling()
-        compiled = device == "cpu" and sequences.dtype == torch.float32 and fused_kernels() is not None
-        if autocast and compiled and not exporting:
+        if (autocast and not exporting and device == "cpu" and sequences.dtype == torch.float32
+                and fused_kernels() is not None):
             # The compiled float32 loops took half the time of the bfloat16 products in the Python loops (a seed-000
             # training step, benchmarks/explicit_cell.py), so under autocast they run, and autocast applies to the
             # layers around this one.
