@@ -77,6 +77,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, required=True, help="the folder holding the four MNIST files")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--train-limit", type=int, default=0, help="use only the first N training images")
+    parser.add_argument("--seed", type=int, default=0, help="Keras's random seed (weights, shuffling, dropout)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -88,7 +89,7 @@ def main() -> None:
         sys.exit(f"error: Keras is not installed for {sys.executable}; run this under .venv-keras/bin/python, "
                  "which `make bench-env` creates.")
 
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(args.seed)
     if args.train_limit:
         train_x, train_y = train_x[:args.train_limit], train_y[:args.train_limit]
     shape = (-1, 28, 28, 1) if args.program == "seed-002-cnn" else (-1, 28, 28)
@@ -115,7 +116,7 @@ def main() -> None:
     clock = TestAccuracyOffTheClock()
     model.fit(train_x, train_y, batch_size=64, epochs=args.epochs, verbose=0, callbacks=[clock], **validation)
     record = {
-        "program": args.program, "framework": f"Keras {keras.__version__}",
+        "program": args.program, "framework": f"Keras {keras.__version__}", "seed": args.seed,
         "epochs": args.epochs, "train_seconds": clock.train_seconds, "test_accuracy": clock.test_accuracy,
         "final_test_accuracy": clock.test_accuracy[-1],
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -9,13 +9,15 @@ import sys
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.callbacks import TQDMProgressBar
 
 import seqvision
 from seqvision.config import TrainConfig
 from seqvision.errors import TrainingDivergedError
+from seqvision.runs.checkpoint import rebuild_model
 from seqvision.runs.folder import RunFolder
-from seqvision.training.train import PROGRESS_BAR_BATCHES, resolve_precision
+from seqvision.training.train import PROGRESS_BAR_BATCHES, resolve_precision, train_model
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -64,6 +66,19 @@ def test_run_folder_holds_every_output(digits_run):
 def test_eval_gives_the_recorded_numbers(digits_run):
     again = seqvision.evaluate(digits_run.run_dir)
     assert again == digits_run.test_metrics
+
+
+def test_validation_metrics_are_those_of_the_whole_split_under_the_final_weights(tmp_path):
+    # The validation pass sums per batch and logs once; the reference is the final model on the split at once.
+    trained = train_model(quick(epochs=2, precision="32"), out=tmp_path / "run", progress=False)
+    model, _ = rebuild_model(trained.run.checkpoint("last"))
+    with torch.inference_mode():
+        logits = torch.cat([model.eval()(images) for images, _ in trained.batches.val])
+    labels = torch.cat([labels for _, labels in trained.batches.val])
+    assert len(labels) == len(trained.batches.val.labels) > 100
+    last = history_rows(trained.run.path)[-1]
+    assert float(last["val_loss"]) == pytest.approx(float(F.cross_entropy(logits, labels)), abs=2e-6)
+    assert float(last["val_acc"]) == pytest.approx(float((logits.argmax(dim=1) == labels).double().mean()), abs=1e-6)
 
 
 def test_same_seed_same_metrics(digits_run, tmp_path):

@@ -33,7 +33,7 @@ from seqvision.models.fused import build_for
 from seqvision.models.summary import model_summary
 from seqvision.runs.checkpoint import describe, read_checkpoint
 from seqvision.runs.folder import RunFolder
-from seqvision.training.callbacks import AtomicCheckpointIO, EpochHistory, StopAtBatchBoundary
+from seqvision.training.callbacks import AtomicCheckpointIO, EpochHistory, NullProfiler, StopAtBatchBoundary
 from seqvision.training.datamodule import InMemoryDataModule
 from seqvision.training.distributed import (
     AgreeOnRunFolder,
@@ -238,6 +238,7 @@ def _build_trainer(config: TrainConfig, accelerator: str, run: RunFolder, progre
         precision="bf16-mixed" if config.precision == "bf16" else "32-true",
         callbacks=[*extra_callbacks, *callbacks],
         plugins=[AtomicCheckpointIO()],
+        profiler=NullProfiler(),
         # history.csv is written by EpochHistory: Lightning's CSVLogger puts train and validation metrics on
         # separate rows and cannot carry a half-finished epoch's totals across a resume, and LearningRateMonitor
         # only reports to a logger (the rate is a column of history.csv).
