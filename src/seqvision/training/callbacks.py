@@ -36,7 +36,7 @@ class NullProfiler(Profiler):
 
     Lightning's default, PassThroughProfiler, also records nothing, but still enters a new generator-based
     context manager around each of the hundred-odd hooks and callbacks it calls in a training step; this hands
-    back one shared empty context instead. That was 1% of a default LSTM epoch (docs/benchmarks.md)."""
+    back one shared empty context instead (docs/benchmarks.md: framework overhead)."""
 
     _NOTHING = contextlib.nullcontext()
 
@@ -140,7 +140,7 @@ class EpochHistory(L.Callback):
         count = len(batch[1])
         # float64 sums: the same total whether an epoch ran in one go or was resumed halfway. Summed over all
         # processes at every batch, so every process holds the global totals and any checkpoint carries them.
-        loss_sum, correct, count = reduce_sum(trainer, [float(outputs["batch_loss"].double()) * count,
+        loss_sum, correct, count = reduce_sum(trainer, [outputs["batch_loss"].item() * count,
                                                         int(outputs["correct"]), count])
         self.totals["loss_sum"] += loss_sum
         self.totals["correct"] += int(correct)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import lightning as L
@@ -44,7 +45,7 @@ class ClassifierModule(L.LightningModule):
         images, labels = batch
         logits = self.model(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing)
-        if not torch.isfinite(loss):
+        if not math.isfinite(loss.item()):
             # Raised before backward, so no optimiser step sees it and the last checkpoint stays good.
             raise TrainingDivergedError(
                 f"the training loss became {loss.item()} at epoch {self.current_epoch + 1}, batch {batch_idx + 1}. "
@@ -61,8 +62,8 @@ class ClassifierModule(L.LightningModule):
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning names the hook it is in before and after each of the twenty-odd hooks of a training step;
-        # nn.Module's __setattr__ looks the name up among parameters, buffers and submodules every time, which
-        # was 2% of a default LSTM epoch. The name is never one of those.
+        # nn.Module's __setattr__ looks the name up among parameters, buffers and submodules every time, and the
+        # name is never one of those (docs/benchmarks.md: framework overhead).
         if name == "_current_fx_name":
             object.__setattr__(self, name, value)
         else:
@@ -82,8 +83,8 @@ class ClassifierModule(L.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, labels = batch
         logits = self.evaluated_model(images)
-        # Summed here and logged once at the epoch's end: Lightning's log costs about a millisecond of Python per
-        # call, a sixth of the validation pass of a default LSTM.
+        # Summed here and logged once at the epoch's end, not per batch: each call of Lightning's log walks its
+        # values and updates its running metrics in Python (docs/benchmarks.md: framework overhead).
         self.validation_totals[0] += float(F.cross_entropy(logits, labels, reduction="sum").double())
         self.validation_totals[1] += int((logits.argmax(dim=1) == labels).sum())
 
