@@ -122,6 +122,18 @@ def test_shift_images_matches_a_per_pixel_reference(images_and_labels):
         np.testing.assert_array_equal(result, reference_shift(image, down, right))
 
 
+def test_shift_images_moves_a_colour_image_s_channels_together():
+    from seqvision.data.batches import shift_images
+
+    images = torch.randint(0, 256, (5, 7, 6, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    shifts = torch.tensor([[0, 0], [1, -1], [-3, 2], [2, 3], [-1, 0]])
+    moved = shift_images(images, shifts)
+    assert moved.shape == images.shape and moved.is_contiguous()
+    for image, (down, right), result in zip(images.numpy(), shifts.tolist(), moved.numpy(), strict=True):
+        for channel in range(3):
+            np.testing.assert_array_equal(result[..., channel], reference_shift(image[..., channel], down, right))
+
+
 def shifted_epoch(batches: InMemoryBatches, epoch: int) -> torch.Tensor:
     batches.set_epoch(epoch)
     return torch.cat([images for images, _ in batches])

@@ -192,15 +192,18 @@ class InMemoryBatches:
 
 def shift_images(images: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     """Move image i down by shifts[i, 0] and right by shifts[i, 1] pixels (negative: up, left), filling with 0."""
-    # images (B, H, W) or (B, H, W, C), shifts (B, 2) -> the same shape: one gather from a zero-padded copy, no
-    # per-image loop; a colour image's channels move together
+    # images (B, H, W) or (B, H, W, C), shifts (B, 2) -> the same shape. Every window of the zero-padded batch is
+    # a view (unfold copies nothing), so the result is one copy of a window per image. That halved the batching
+    # of a default MNIST epoch against gathering each pixel through three broadcast index tensors
+    # (docs/benchmarks.md). A colour image's channels move together.
     margin = int(shifts.abs().max()) if len(shifts) else 0
     count, height, width = images.shape[:3]
     channels_pad = (0, 0) if images.dim() == 4 else ()
     padded = torch.nn.functional.pad(images, (*channels_pad, margin, margin, margin, margin))
-    rows = torch.arange(height) + (margin - shifts[:, :1])
-    cols = torch.arange(width) + (margin - shifts[:, 1:])
-    return padded[torch.arange(count)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    # (B, 2m+1, 2m+1, [C,] H, W): window (a, b) of image i is that image moved down by m - a and right by m - b
+    windows = padded.unfold(1, height, 1).unfold(2, width, 1)
+    moved = windows[torch.arange(count), margin - shifts[:, 0], margin - shifts[:, 1]]
+    return moved.permute(0, 2, 3, 1).contiguous() if images.dim() == 4 else moved
 
 
 # Sharding for training on several processes: pure arithmetic on positions in an epoch's order, shared by every
