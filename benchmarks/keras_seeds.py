@@ -80,6 +80,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="Keras's random seed (weights, shuffling, dropout)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    if args.seed < 0:
+        sys.exit(f"error: --seed must be 0 or more (got {args.seed}); Keras seeds NumPy, which refuses negative seeds.")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # The files first: a missing one is reported before TensorFlow spends seconds loading.
     train_x, train_y, test_x, test_y = (read_idx(args.data_dir, name) for name in IDX_FILES)

@@ -128,6 +128,13 @@ def test_keras_program_refuses_a_folder_without_mnist(tmp_path: Path) -> None:
     assert "has no train-images-idx3-ubyte[.gz]" in line and "--data-dir" in line, line
 
 
+def test_keras_program_refuses_a_negative_seed_before_loading_anything(tmp_path: Path) -> None:
+    line = refused_in_one_line(run_script(BENCHMARKS / "keras_seeds.py", [
+        "seed-002-cnn", "--data-dir", str(tmp_path), "--seed", "-1", "--out", str(tmp_path / "r.json")],
+        dict(os.environ)))
+    assert "--seed must be 0 or more (got -1)" in line, line
+
+
 def test_keras_program_outside_the_keras_environment_says_how_to_make_it(tmp_path: Path) -> None:
     folder = write_tiny_mnist(tmp_path / "mnist")
     line = refused_in_one_line(run_script(BENCHMARKS / "keras_seeds.py", [
