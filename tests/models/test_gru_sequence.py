@@ -10,7 +10,7 @@ import seqvision
 from seqvision.config import TrainConfig
 from seqvision.data import load_dataset
 from seqvision.models import build_model
-from seqvision.models.fused import python_loops
+from seqvision.models.fused import fused_kernels, python_loops
 from seqvision.models.gru_sequence import GRU, GRUSequence
 from seqvision.runs.folder import RunFolder
 from tests.models.fitting import losses_of_a_short_fit
@@ -122,6 +122,52 @@ def test_under_autocast_the_compiled_float32_loops_run_as_without_it(options):
         assert torch.equal(plain, autocast)
 
 
+def gru_sequence_pass(sequences: torch.Tensor, gru: GRU, bf16_products: bool) -> list[torch.Tensor]:
+    """Outputs, then the gradients of the input and of the four weights, of one GRUSequence direction."""
+    weights = [gru.weight_ih_l0, gru.bias_ih_l0, gru.weight_hh_l0, gru.bias_hh_l0]
+    outputs = GRUSequence.apply(sequences, *weights, bf16_products)
+    grad_outputs = torch.randn(outputs.shape, generator=torch.Generator().manual_seed(2))
+    return [outputs.detach(), *torch.autograd.grad(outputs, [sequences, *weights], grad_outputs)]
+
+
+BF16_PRODUCTS = pytest.mark.skipif(not (fused_kernels() and fused_kernels().bf16_products_available(64)),
+                                   reason="the compiled loops' bf16 products need AVX-512 BF16 or AMX and a compiler")
+
+
+@BF16_PRODUCTS
+@pytest.mark.parametrize("hidden", [64, 128])
+def test_compiled_bf16_products_match_the_python_loops_with_bf16_operands(hidden):
+    # Three steps: two recurrent products each way, few enough that a float32 difference in the last bit rarely
+    # moves a bf16 rounding. Float32 products differ from these by about 1e-3, so 2e-5 tells them apart.
+    _, gru = twins(7, hidden)
+    sequences = torch.randn(3, 9, 7, requires_grad=True)
+    compiled = gru_sequence_pass(sequences, gru, bf16_products=True)
+    with python_loops():
+        reference = gru_sequence_pass(sequences, gru, bf16_products=True)
+    float32 = gru_sequence_pass(sequences, gru, bf16_products=False)
+    for name, ours, expected in zip(["outputs", "input", "weight_ih", "bias_ih", "weight_hh", "bias_hh"],
+                                    compiled, reference, strict=True):
+        assert torch.allclose(ours, expected, rtol=0, atol=2e-5), (name, (ours - expected).abs().max())
+    assert not torch.allclose(compiled[0], float32[0], rtol=0, atol=1e-4), "no different from float32 products"
+
+
+@BF16_PRODUCTS
+def test_under_bf16_autocast_a_gru_of_64_units_makes_its_recurrent_products_in_bf16():
+    _, gru = twins(28, 64, batch_first=True)
+    images = torch.randn(16, 28, 28)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs = gru(images)[0]
+        with torch.no_grad():
+            inferred = gru(images)[0]
+    assert outputs.dtype == torch.float32 and took_hand_written_pass(outputs)
+    # Inference runs the training loop without saving its factors, compiled apart: the last bit may differ.
+    assert torch.allclose(outputs.detach(), inferred, rtol=0, atol=1e-6)
+    expected = GRUSequence.apply(images.transpose(0, 1), gru.weight_ih_l0, gru.bias_ih_l0, gru.weight_hh_l0,
+                                 gru.bias_hh_l0, True).transpose(0, 1)
+    assert torch.equal(outputs, expected)
+    assert not torch.equal(outputs, gru(images)[0]), "without autocast: float32 products"
+
+
 @pytest.fixture(scope="module")
 def digits_batch():
     splits = load_dataset("digits")
@@ -161,8 +207,9 @@ def test_same_seed_gives_the_same_weights(digits_batch):
 
 @pytest.mark.slow
 def test_trains_in_float32_and_under_bf16_autocast_reproducibly(tmp_path):
-    # Under autocast the layer runs its compiled loops in float32 and the classifier's head in bfloat16:
-    # --precision bf16 must still learn, repeat exactly, and stay near float32.
+    # Under autocast the layer runs its compiled loops, in float32 but for the recurrent products (bf16 operands for
+    # its 128 units where the CPU has them), and the classifier's head in bfloat16: --precision bf16 must still
+    # learn, repeat exactly, and stay near float32.
     options = dict(model="gru", dataset="digits", epochs=4, progress=False, report=False)
     runs = {(precision, again): seqvision.train(out=tmp_path / f"{precision}-{again}", precision=precision, **options)
             for precision in ("bf16", "32") for again in (0, 1)}

@@ -11,6 +11,7 @@
 // reference is the readable cells (LSTM) and nn.GRU's own forward (GRU).
 
 #include <ATen/Parallel.h>
+#include <ATen/native/CPUBlas.h>
 #include <torch/extension.h>
 
 #include <math.h>
@@ -45,6 +46,39 @@ void in_rows(int64_t rows, int64_t row_size, const Body& body) {
 void check_float(const at::Tensor& tensor, const char* name) {
   TORCH_CHECK(tensor.scalar_type() == at::kFloat && tensor.is_contiguous() && tensor.device().is_cpu(), name,
               " must be a contiguous float32 CPU tensor");
+}
+
+// The GRU's recurrent products in bfloat16 (under bf16 autocast): bf16 x bf16 with float32 accumulation, through
+// ATen's batch-reduce GEMM, which runs them on AMX tiles or AVX-512 BF16 with the right operand packed once per
+// pass. At the GRU's sizes (128 x 128 x 384) float32's at::mm spends most of its time outside the arithmetic.
+// The packed operand is cut into column blocks of kProductBlock; sizes that are not multiples keep float32.
+constexpr int64_t kProductBlock = 64;
+
+bool bf16_products_available(int64_t size) {
+  return size % kProductBlock == 0 && at::native::cpublas::could_pack(at::kBFloat16);
+}
+
+// matrix (K, N), any strides -> its bf16 copy packed for brgemm, (N / kProductBlock, K, kProductBlock)
+at::Tensor packed_bf16(const at::Tensor& matrix) {
+  const int64_t k = matrix.size(0), n = matrix.size(1);
+  const auto source = matrix.to(at::kBFloat16).contiguous();
+  auto packed = at::empty({n / kProductBlock, k, kProductBlock}, source.options());
+  for (int64_t block = 0; block < n / kProductBlock; ++block) {
+    at::native::cpublas::pack(k, kProductBlock, n, kProductBlock, at::kBFloat16, at::kBFloat16,
+                              source.data_ptr<at::BFloat16>() + block * kProductBlock,
+                              packed.data_ptr<at::BFloat16>() + block * k * kProductBlock);
+  }
+  return packed;
+}
+
+// out (M, N) with row stride out_stride: out += left (M, K), contiguous bf16, times the packed (K, N)
+void add_product_bf16(const at::Tensor& left, const at::Tensor& packed, float* out, int64_t out_stride) {
+  const int64_t m = left.size(0), k = left.size(1);
+  for (int64_t block = 0; block < packed.size(0); ++block) {
+    at::native::cpublas::brgemm(m, kProductBlock, k, k, kProductBlock, out_stride, true,
+                                left.data_ptr<at::BFloat16>(), packed.data_ptr<at::BFloat16>() + block * k * kProductBlock,
+                                out + block * kProductBlock);
+  }
 }
 
 // One LSTM step on n = H * B elements. Training (Saving) leaves the gates' activations in place of their
@@ -187,7 +221,7 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_outputs, at::Tensor
 template <bool Saving>
 std::vector<at::Tensor> gru_recurrence(const at::Tensor& sequences, const at::Tensor& weight_in,
                                        const at::Tensor& bias_in, const at::Tensor& weight_hh,
-                                       const at::Tensor& bias_hh) {
+                                       const at::Tensor& bias_hh, bool bf16_products) {
   for (const auto& [tensor, name] : {std::pair{&sequences, "sequences"}, {&weight_in, "weight_in"},
                                      {&bias_in, "bias_in"}, {&weight_hh, "weight_hh"}, {&bias_hh, "bias_hh"}}) {
     check_float(*tensor, name);
@@ -206,8 +240,16 @@ std::vector<at::Tensor> gru_recurrence(const at::Tensor& sequences, const at::Te
   auto from_hidden = at::empty({batch, 3 * size}, options);
   from_hidden.copy_(bias_hh.expand({batch, 3 * size}));
   auto zero_state = at::zeros({batch, size}, options);  // read as step 0's previous state: no branch in the loop
+  TORCH_CHECK(!bf16_products || bf16_products_available(size), "bf16 products need a hidden size divisible by ",
+              kProductBlock, " and a CPU with AVX-512 BF16 or AMX");
+  const auto packed_hh = bf16_products ? packed_bf16(weight_hh.t()) : at::Tensor();
+  auto previous_bf16 = bf16_products ? at::empty({batch, size}, options.dtype(at::kBFloat16)) : at::Tensor();
   for (int64_t step = 0; step < steps; ++step) {
-    if (step > 0) {
+    if (step > 0 && bf16_products) {
+      from_hidden.copy_(bias_hh.expand({batch, 3 * size}));
+      previous_bf16.copy_(outputs[step - 1]);
+      add_product_bf16(previous_bf16, packed_hh, from_hidden.data_ptr<float>(), 3 * size);
+    } else if (step > 0) {
       at::addmm_out(from_hidden, bias_hh, outputs[step - 1], weight_hh.t());
     }
     const float* input_part = from_inputs.data_ptr<float>() + step * batch * 3 * size;
@@ -246,18 +288,21 @@ std::vector<at::Tensor> gru_recurrence(const at::Tensor& sequences, const at::Te
       }
     });
   }
+  if (bf16_products) {
+    at::native::cpublas::brgemm_release();
+  }
   return {outputs, reset_update, to_candidate, to_update, to_reset};
 }
 
 std::vector<at::Tensor> gru_forward(const at::Tensor& sequences, const at::Tensor& weight_in, const at::Tensor& bias_in,
-                                    const at::Tensor& weight_hh, const at::Tensor& bias_hh) {
-  return gru_recurrence<true>(sequences, weight_in, bias_in, weight_hh, bias_hh);
+                                    const at::Tensor& weight_hh, const at::Tensor& bias_hh, bool bf16_products) {
+  return gru_recurrence<true>(sequences, weight_in, bias_in, weight_hh, bias_hh, bf16_products);
 }
 
 // gru_forward without what the backward pass needs: evaluation and serving. -> outputs (T, B, H)
 at::Tensor gru_inference(const at::Tensor& sequences, const at::Tensor& weight_in, const at::Tensor& bias_in,
-                         const at::Tensor& weight_hh, const at::Tensor& bias_hh) {
-  return gru_recurrence<false>(sequences, weight_in, bias_in, weight_hh, bias_hh)[0];
+                         const at::Tensor& weight_hh, const at::Tensor& bias_hh, bool bf16_products) {
+  return gru_recurrence<false>(sequences, weight_in, bias_in, weight_hh, bias_hh, bf16_products)[0];
 }
 
 // models/gru_sequence.py's GRUSequence.backward, from the buffers gru_forward returned. grad_outputs (T, B, H).
@@ -269,7 +314,7 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_outputs, const at::T
                                      const at::Tensor& weight_in, const at::Tensor& weight_hh,
                                      const at::Tensor& reset_update, const at::Tensor& to_candidate,
                                      const at::Tensor& to_update, const at::Tensor& to_reset,
-                                     const at::Tensor& outputs, bool input_grad) {
+                                     const at::Tensor& outputs, bool input_grad, bool bf16_products) {
   for (const auto& [tensor, name] : {std::pair{&grad_outputs, "grad_outputs"}, {&sequences, "sequences"},
                                      {&weight_in, "weight_in"}, {&weight_hh, "weight_hh"},
                                      {&reset_update, "reset_update"}, {&to_candidate, "to_candidate"},
@@ -284,6 +329,10 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_outputs, const at::T
   auto grad_hidden = grad_outputs[steps - 1].clone();
   auto grad_next = at::empty_like(grad_hidden);  // the gradient of the step before's hidden state
   auto no_gradient = at::zeros({batch, size}, options);  // step 0's "step before": no branch in the loop
+  TORCH_CHECK(!bf16_products || bf16_products_available(size), "bf16 products need a hidden size divisible by ",
+              kProductBlock, " and a CPU with AVX-512 BF16 or AMX");
+  const auto packed_hh = bf16_products ? packed_bf16(weight_hh) : at::Tensor();
+  auto step_grads_bf16 = bf16_products ? at::empty({batch, 3 * size}, options.dtype(at::kBFloat16)) : at::Tensor();
   for (int64_t step = steps - 1; step >= 0; --step) {
     const float* gates = reset_update.data_ptr<float>() + step * batch * 2 * size;
     const float* candidate_factor = to_candidate.data_ptr<float>() + step * batch * size;
@@ -311,10 +360,17 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_outputs, const at::T
         }
       }
     });
-    if (step > 0) {
+    if (step > 0 && bf16_products) {
+      step_grads_bf16.copy_(grads[step].narrow(1, size, 3 * size));
+      add_product_bf16(step_grads_bf16, packed_hh, grad_next.data_ptr<float>(), size);
+      std::swap(grad_hidden, grad_next);
+    } else if (step > 0) {
       grad_next.addmm_(grads[step].narrow(1, size, 3 * size), weight_hh);
       std::swap(grad_hidden, grad_next);
     }
+  }
+  if (bf16_products) {
+    at::native::cpublas::brgemm_release();
   }
   auto flat = grads.view({steps * batch, 4 * size});
   auto from_input = flat.narrow(1, 0, 3 * size);
@@ -335,4 +391,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("gru_forward", &gru_forward, "the forward loop of models/gru_sequence.py's GRUSequence");
   module.def("gru_inference", &gru_inference, "gru_forward without saving anything for a backward pass");
   module.def("gru_backward", &gru_backward, "the backward loop of models/gru_sequence.py's GRUSequence");
+  module.def("bf16_products_available", &bf16_products_available,
+             "whether the GRU loops can make their recurrent products in bf16 for this hidden size");
 }

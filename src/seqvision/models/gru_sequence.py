@@ -12,9 +12,12 @@ gradients made it no faster than `nn.GRU`; accumulating them step by step made i
 `GRU` is an `nn.GRU` (same parameters, same names, same state dict) that takes that path only where it
 applies: a pass that records gradients, on the CPU, in float32 or float64, from a zero state. Inference in
 float32 on the CPU runs a compiled loop of its own (the forward loop without what the backward pass needs).
-Under bfloat16 autocast the layer runs the compiled loops in float32, which are faster than `nn.GRU`'s bfloat16
-steps. Exporters (tracing, compiling), packed sequences, other devices, autocast without the compiled loops, and
-inference without them get `nn.GRU`'s own forward, with the same weights.
+Under bfloat16 autocast the layer runs the compiled loops, which are faster than `nn.GRU`'s bfloat16 steps: in
+float32, except the recurrent products (h W_hh forward, its gradient backward), which take bfloat16 operands and
+accumulate in float32 where the CPU computes them natively (AMX or AVX-512 BF16) and the hidden size is a multiple
+of 64; the Python loops round the same operands, as the reference. Exporters (tracing, compiling), packed
+sequences, other devices, autocast without the compiled loops, and inference without them get `nn.GRU`'s own
+forward, with the same weights.
 """
 
 from __future__ import annotations
@@ -41,17 +44,20 @@ class GRUSequence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, sequences: torch.Tensor, weight_ih: torch.Tensor, bias_ih: torch.Tensor,
-                weight_hh: torch.Tensor, bias_hh: torch.Tensor) -> torch.Tensor:
+                weight_hh: torch.Tensor, bias_hh: torch.Tensor, bf16_products: bool = False) -> torch.Tensor:
         # sequences (T, B, F), weight_ih (3H, F), bias_ih (3H), weight_hh (3H, H), bias_hh (3H) -> outputs (T, B, H)
+        # bf16_products: the recurrent products h W_hh (and their gradients) from bfloat16 operands, accumulated in
+        # float32; everything else stays float32.
         steps, batch, _ = sequences.shape
         size = weight_hh.shape[1]
         # The input side in (n, r, z) order lets the backward pass use one buffer for both sides' gradients.
         weight_in, bias_in = candidate_first(weight_ih), candidate_first(bias_ih)
         ctx.kernels = fused_kernels() if sequences.dtype == torch.float32 else None
+        ctx.bf16_products = bf16_products
         if ctx.kernels is not None:
             sequences = sequences.contiguous()
             outputs, *factors = ctx.kernels.gru_forward(sequences, weight_in, bias_in, weight_hh.contiguous(),
-                                                        bias_hh.contiguous())
+                                                        bias_hh.contiguous(), bf16_products)
             ctx.save_for_backward(sequences, weight_in, weight_hh, *factors, outputs)
             return outputs
         reset_update = sequences.new_empty(steps, batch, 2 * size)
@@ -60,9 +66,11 @@ class GRUSequence(torch.autograd.Function):
         outputs = sequences.new_empty(steps, batch, size)
         hidden = sequences.new_zeros(batch, size)
         ones = sequences.new_ones(batch, size)
+        product_weight = bf16_rounded(weight_hh) if bf16_products else weight_hh
         for step in range(steps):
             from_input = torch.addmm(bias_in, sequences[step], weight_in.t())  # (B, 3H): n, r, z
-            from_hidden = torch.addmm(bias_hh, hidden, weight_hh.t())  # (B, 3H): r, z, n
+            product_state = bf16_rounded(hidden) if bf16_products else hidden
+            from_hidden = torch.addmm(bias_hh, product_state, product_weight.t())  # (B, 3H): r, z, n
             gates = torch.sigmoid(from_input[:, size:].add_(from_hidden[:, :2 * size]), out=reset_update[step])
             reset, update = gates[:, :size], gates[:, size:]
             from_hidden_n = from_hidden[:, 2 * size:]
@@ -85,9 +93,9 @@ class GRUSequence(torch.autograd.Function):
         if ctx.kernels is not None:
             grad_sequences, grad_weight_in, grad_bias, grad_weight_hh = ctx.kernels.gru_backward(
                 grad_outputs.contiguous(), sequences, weight_in, weight_hh.contiguous(), reset_update, to_candidate,
-                to_update, to_reset, outputs, ctx.needs_input_grad[0])
+                to_update, to_reset, outputs, ctx.needs_input_grad[0], ctx.bf16_products)
             return (grad_sequences if ctx.needs_input_grad[0] else None, gate_order_restored(grad_weight_in),
-                    gate_order_restored(grad_bias[:3 * size]), grad_weight_hh, grad_bias[size:])
+                    gate_order_restored(grad_bias[:3 * size]), grad_weight_hh, grad_bias[size:], None)
         # One step's gradients of the pre-activations, (B, 4H): n's before and after the product with r sit either
         # side of r's and z's, so [:, :3H] is the input side's (n, r, z) and [:, H:] the hidden side's (r, z, n).
         grads = grad_outputs.new_empty(batch, 4 * size)
@@ -97,6 +105,7 @@ class GRUSequence(torch.autograd.Function):
         grad_sums = torch.zeros_like(grads)
         grad_sequences = torch.empty_like(sequences) if ctx.needs_input_grad[0] else None
         grad_hidden = grad_outputs[steps - 1]
+        product_weight = bf16_rounded(weight_hh) if ctx.bf16_products else weight_hh
         for step in range(steps - 1, -1, -1):
             reset, update = reset_update[step, :, :size], reset_update[step, :, size:]
             torch.mul(grad_hidden, to_candidate[step], out=grad_n)
@@ -110,10 +119,17 @@ class GRUSequence(torch.autograd.Function):
             if step > 0:  # the zero initial state adds nothing to weight_hh's gradient and needs none of its own
                 grad_weight_hh.addmm_(from_hidden.t(), outputs[step - 1])
                 grad_hidden = torch.addmm(torch.addcmul(grad_outputs[step - 1], grad_hidden, update),
-                                          from_hidden, weight_hh)
+                                          bf16_rounded(from_hidden) if ctx.bf16_products else from_hidden,
+                                          product_weight)
         grad_bias = grad_sums.sum(dim=0)
         return (grad_sequences, gate_order_restored(grad_weight_in), gate_order_restored(grad_bias[:3 * size]),
-                grad_weight_hh, grad_bias[size:])
+                grad_weight_hh, grad_bias[size:], None)
+
+
+def bf16_rounded(values: torch.Tensor) -> torch.Tensor:
+    """`values` rounded to bfloat16 and back: the operands of the compiled loops' bf16 products, for the Python
+    loops that are their reference."""
+    return values.bfloat16().to(values.dtype)
 
 
 def candidate_first(rows: torch.Tensor) -> torch.Tensor:
@@ -136,15 +152,23 @@ class GRU(nn.GRU):
     runs_compiled_loops = True  # training and inference on the CPU in float32: models/fused.py
 
     def forward(self, input: Any, hx: torch.Tensor | None = None) -> tuple[Any, torch.Tensor]:
-        applies, training = self._own_loops_apply(input, hx), torch.is_grad_enabled()
+        applies = self._own_loops_apply(input, hx)
         if applies and torch.is_autocast_enabled("cpu"):
-            if fused_kernels() is None:
+            kernels = fused_kernels()
+            if kernels is None:
                 return super().forward(input, hx)
-            # The compiled float32 loops take about half the time of nn.GRU's bfloat16 steps (ATen's loop of small ops:
+            # The compiled loops take about half the time of nn.GRU's bfloat16 steps (ATen's loop of small ops:
             # oneDNN's fused RNN, which makes the LSTM's bf16 steps fast, has no GRU in PyTorch), so under autocast
-            # the layer runs them in float32, and autocast applies to the layers around it.
+            # the layer runs them, in float32 but for the recurrent products in bf16 where the CPU computes them
+            # natively, and autocast applies to the layers around it.
+            bf16_products = (torch.get_autocast_dtype("cpu") == torch.bfloat16 and input.numel() > 0
+                             and kernels.bf16_products_available(self.hidden_size))
             with torch.autocast("cpu", enabled=False):
-                return self.forward(input, hx)
+                return self._forward(input.float(), hx, bf16_products)
+        return self._forward(input, hx, bf16_products=False)
+
+    def _forward(self, input: Any, hx: torch.Tensor | None, bf16_products: bool) -> tuple[Any, torch.Tensor]:
+        applies, training = self._own_loops_apply(input, hx), torch.is_grad_enabled()
         inference_kernels = fused_kernels() if applies and not training and input.dtype == torch.float32 else None
         if not applies or (not training and inference_kernels is None):
             return super().forward(input, hx)
@@ -155,25 +179,27 @@ class GRU(nn.GRU):
         for layer in range(self.num_layers):
             if layer > 0:
                 layer_input = F.dropout(layer_input, self.dropout, self.training)
-            outputs = self._direction(layer_input, layer, "", inference_kernels)
+            outputs = self._direction(layer_input, layer, "", inference_kernels, bf16_products)
             finals.append(outputs[-1])
             if self.bidirectional:
                 # The reverse direction reads the sequence backwards: its final state is its output at step 0.
-                reverse = self._direction(layer_input.flip(0), layer, "_reverse", inference_kernels).flip(0)
+                reverse = self._direction(layer_input.flip(0), layer, "_reverse", inference_kernels,
+                                          bf16_products).flip(0)
                 finals.append(reverse[0])
                 outputs = torch.cat([outputs, reverse], dim=2)
             layer_input = outputs
         return (layer_input.transpose(0, 1) if self.batch_first else layer_input), torch.stack(finals)
 
-    def _direction(self, sequences: torch.Tensor, layer: int, suffix: str, inference_kernels: ModuleType | None
-                   ) -> torch.Tensor:
+    def _direction(self, sequences: torch.Tensor, layer: int, suffix: str, inference_kernels: ModuleType | None,
+                   bf16_products: bool) -> torch.Tensor:
         # sequences (T, B, F) -> outputs (T, B, H): the training pass, or the compiled inference loop when given
         weight_ih, bias_ih, weight_hh, bias_hh = (getattr(self, f"{name}_l{layer}{suffix}")
                                                   for name in ("weight_ih", "bias_ih", "weight_hh", "bias_hh"))
         if inference_kernels is None:
-            return GRUSequence.apply(sequences, weight_ih, bias_ih, weight_hh, bias_hh)
+            return GRUSequence.apply(sequences, weight_ih, bias_ih, weight_hh, bias_hh, bf16_products)
         return inference_kernels.gru_inference(sequences.contiguous(), candidate_first(weight_ih),
-                                               candidate_first(bias_ih), weight_hh.contiguous(), bias_hh.contiguous())
+                                               candidate_first(bias_ih), weight_hh.contiguous(), bias_hh.contiguous(),
+                                               bf16_products)
 
     def _own_loops_apply(self, input: Any, hx: torch.Tensor | None) -> bool:
         # Under a tracer or compiler (which cannot look inside a Python autograd function or a compiled library),
