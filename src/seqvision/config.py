@@ -120,7 +120,7 @@ class TrainConfig:
                                                  "autocast, weights and optimiser in float32 (2-3x faster steps on "
                                                  "CPUs with AVX-512 BF16; docs/benchmarks.md); auto: bf16 where the "
                                                  "CPU or GPU computes in bfloat16 natively and it speeds the model "
-                                                 "up, else 32")
+                                                 "up at float32's accuracy, else 32")
     memory_format: MemoryFormat = option("contiguous", "run", "layout of the convolution weights, and so of the "
                                                              "activations, while training: channels-last makes "
                                                              "bf16 convolution steps about 1.5x faster on this "
