@@ -61,6 +61,8 @@ bool bf16_products_available(int64_t size) {
 // matrix (K, N), any strides -> its bf16 copy packed for brgemm, (N / kProductBlock, K, kProductBlock)
 at::Tensor packed_bf16(const at::Tensor& matrix) {
   const int64_t k = matrix.size(0), n = matrix.size(1);
+  TORCH_CHECK(n % kProductBlock == 0 && at::native::cpublas::could_pack(at::kBFloat16), "bf16 products need a ",
+              "hidden size divisible by ", kProductBlock, " and a CPU with AVX-512 BF16 or AMX");
   const auto source = matrix.to(at::kBFloat16).contiguous();
   auto packed = at::empty({n / kProductBlock, k, kProductBlock}, source.options());
   for (int64_t block = 0; block < n / kProductBlock; ++block) {
@@ -240,8 +242,6 @@ std::vector<at::Tensor> gru_recurrence(const at::Tensor& sequences, const at::Te
   auto from_hidden = at::empty({batch, 3 * size}, options);
   from_hidden.copy_(bias_hh.expand({batch, 3 * size}));
   auto zero_state = at::zeros({batch, size}, options);  // read as step 0's previous state: no branch in the loop
-  TORCH_CHECK(!bf16_products || bf16_products_available(size), "bf16 products need a hidden size divisible by ",
-              kProductBlock, " and a CPU with AVX-512 BF16 or AMX");
   const auto packed_hh = bf16_products ? packed_bf16(weight_hh.t()) : at::Tensor();
   auto previous_bf16 = bf16_products ? at::empty({batch, size}, options.dtype(at::kBFloat16)) : at::Tensor();
   for (int64_t step = 0; step < steps; ++step) {
@@ -329,8 +329,6 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_outputs, const at::T
   auto grad_hidden = grad_outputs[steps - 1].clone();
   auto grad_next = at::empty_like(grad_hidden);  // the gradient of the step before's hidden state
   auto no_gradient = at::zeros({batch, size}, options);  // step 0's "step before": no branch in the loop
-  TORCH_CHECK(!bf16_products || bf16_products_available(size), "bf16 products need a hidden size divisible by ",
-              kProductBlock, " and a CPU with AVX-512 BF16 or AMX");
   const auto packed_hh = bf16_products ? packed_bf16(weight_hh) : at::Tensor();
   auto step_grads_bf16 = bf16_products ? at::empty({batch, 3 * size}, options.dtype(at::kBFloat16)) : at::Tensor();
   for (int64_t step = steps - 1; step >= 0; --step) {
@@ -360,12 +358,14 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_outputs, const at::T
         }
       }
     });
-    if (step > 0 && bf16_products) {
-      step_grads_bf16.copy_(grads[step].narrow(1, size, 3 * size));
-      add_product_bf16(step_grads_bf16, packed_hh, grad_next.data_ptr<float>(), size);
-      std::swap(grad_hidden, grad_next);
-    } else if (step > 0) {
-      grad_next.addmm_(grads[step].narrow(1, size, 3 * size), weight_hh);
+    if (step > 0) {
+      const auto hidden_side = grads[step].narrow(1, size, 3 * size);
+      if (bf16_products) {
+        step_grads_bf16.copy_(hidden_side);
+        add_product_bf16(step_grads_bf16, packed_hh, grad_next.data_ptr<float>(), size);
+      } else {
+        grad_next.addmm_(hidden_side, weight_hh);
+      }
       std::swap(grad_hidden, grad_next);
     }
   }

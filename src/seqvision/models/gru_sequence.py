@@ -161,10 +161,10 @@ class GRU(nn.GRU):
             # oneDNN's fused RNN, which makes the LSTM's bf16 steps fast, has no GRU in PyTorch), so under autocast
             # the layer runs them, in float32 but for the recurrent products in bf16 where the CPU computes them
             # natively, and autocast applies to the layers around it.
-            bf16_products = (torch.get_autocast_dtype("cpu") == torch.bfloat16 and input.numel() > 0
-                             and kernels.bf16_products_available(self.hidden_size))
+            bf16_products = (torch.get_autocast_dtype("cpu") == torch.bfloat16 and input.dtype == torch.float32
+                             and input.numel() > 0 and kernels.bf16_products_available(self.hidden_size))
             with torch.autocast("cpu", enabled=False):
-                return self._forward(input.float(), hx, bf16_products)
+                return self._forward(input, hx, bf16_products)
         return self._forward(input, hx, bf16_products=False)
 
     def _forward(self, input: Any, hx: torch.Tensor | None, bf16_products: bool) -> tuple[Any, torch.Tensor]:

@@ -85,7 +85,7 @@ class ClassifierModule(L.LightningModule):
         logits = self.evaluated_model(images)
         # Summed here and logged once at the epoch's end, not per batch: each call of Lightning's log walks its
         # values and updates its running metrics in Python (docs/benchmarks.md: framework overhead).
-        self.validation_totals[0] += float(F.cross_entropy(logits, labels, reduction="sum").double())
+        self.validation_totals[0] += F.cross_entropy(logits, labels, reduction="sum").item()
         self.validation_totals[1] += int((logits.argmax(dim=1) == labels).sum())
 
     def on_validation_epoch_end(self) -> None:
