@@ -50,7 +50,7 @@ void check_float(const at::Tensor& tensor, const char* name) {
 
 // The GRU's recurrent products in bfloat16 (under bf16 autocast): bf16 x bf16 with float32 accumulation, through
 // ATen's batch-reduce GEMM, which runs them on AMX tiles or AVX-512 BF16 with the right operand packed once per
-// pass. At the GRU's sizes (128 x 128 x 384) float32's at::mm spends most of its time outside the arithmetic.
+// pass: made for small products like the GRU's (128 x 128 x 384), where it shortened the step (docs/benchmarks.md).
 // The packed operand is cut into column blocks of kProductBlock; sizes that are not multiples keep float32.
 constexpr int64_t kProductBlock = 64;
 

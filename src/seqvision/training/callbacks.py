@@ -35,7 +35,7 @@ class NullProfiler(Profiler):
     """Profiles nothing, at no cost per hook.
 
     Lightning's default, PassThroughProfiler, also records nothing, but still enters a new generator-based
-    context manager around each of the hundred-odd hooks and callbacks it calls in a training step; this hands
+    context manager around each of the dozens of hooks and callbacks it calls in a training step; this hands
     back one shared empty context instead (docs/benchmarks.md: framework overhead)."""
 
     _NOTHING = contextlib.nullcontext()
