@@ -3,7 +3,7 @@ data pattern, all on the same model, configuration and batches, as ratios measur
 
     SEQVISION_DATA=../shared/datasets .venv/bin/python benchmarks/epoch_speed.py [--model lstm] [--batch-size 128]
         [--config PRESET] [--hidden N] [--rounds 2] [--threads N] [--workers 0 2] [--train-limit N]
-        [--manual-optimisation] [--profile]
+        [--profile]
 
 Stages, each one epoch over the run's training batches plus one pass over its validation batches:
 
@@ -14,9 +14,6 @@ Stages, each one epoch over the run's training batches plus one pass over its va
   it holds what a user waits for: the steps, the validation pass, then the history row and the checkpoints as
   seqvision writes them, and curves.png when the epoch took over EpochHistory.REDRAW_SECONDS; the overhead is
   this over the bare loop, minus one. It runs as output to a file or pipe does, without a progress bar;
-- with --manual-optimisation, the seqvision epoch once more with the training step of Lightning's manual
-  optimisation (the step calls zero_grad, backward, clipping and the optimiser itself, so Lightning skips its
-  closure and the hooks around it): an alternative measured, not used;
 - tutorial pattern: the bare loop fed by a torch.utils.data.Dataset that returns one normalised image and its
   label per __getitem__, through DataLoader(batch_size, shuffle=True) with each --workers count.
 
@@ -30,14 +27,13 @@ of one seqvision epoch. Prints Markdown for docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import dataclasses
 import pstats
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import lightning as L
@@ -52,8 +48,6 @@ from seqvision.data import load_dataset
 from seqvision.data.batches import RunBatches, split_batches
 from seqvision.models import build_model, resolve_model_options
 from seqvision.runs.history import read_history
-from seqvision.training import train as training
-from seqvision.training.module import ClassifierModule
 from seqvision.training.optim import build_optimizer
 from seqvision.training.train import resolve_precision, train_model
 
@@ -125,42 +119,6 @@ class EpochClock(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.clock.mark("epoch end")
-
-
-class ManuallyOptimisedModule(ClassifierModule):
-    """seqvision's training step under Lightning's manual optimisation, for --manual-optimisation."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)
-        self.automatic_optimization = False
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        images, labels = batch
-        logits = self.model(images)
-        loss = F.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing)
-        optimizer = self.optimizers()
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        if self.config.clip_grad:
-            torch.nn.utils.clip_grad_norm_(self.parameters(), self.config.clip_grad)
-        optimizer.step()
-        return {"batch_loss": loss.detach(), "correct": (logits.argmax(dim=1) == labels).sum()}
-
-
-@contextlib.contextmanager
-def manual_optimisation() -> Iterator[None]:
-    """train_model with ManuallyOptimisedModule, and a Trainer without gradient_clip_val, which Lightning refuses
-    under manual optimisation (the step clips instead)."""
-    build_trainer = training._build_trainer
-
-    def without_clipping(config: TrainConfig, *args: object) -> L.Trainer:
-        return build_trainer(dataclasses.replace(config, clip_grad=0.0), *args)
-
-    training.ClassifierModule, training._build_trainer = ManuallyOptimisedModule, without_clipping
-    try:
-        yield
-    finally:
-        training.ClassifierModule, training._build_trainer = ClassifierModule, build_trainer
 
 
 class Bench:
@@ -257,10 +215,6 @@ class Bench:
             self.config = config
             self.lightning_history.pop()
 
-    def manually_optimised_epoch(self) -> dict[str, Timing]:
-        with manual_optimisation():
-            return self.seqvision_epoch()
-
 
 def median(timings: list[Timing]) -> Timing:
     return Timing(statistics.median(t.wall for t in timings), statistics.median(t.cpu for t in timings))
@@ -269,15 +223,15 @@ def median(timings: list[Timing]) -> Timing:
 def print_table(results: dict[str, list[dict[str, Timing]]], bench: Bench, steps: int) -> None:
     totals = {name: median([PhaseClock.sum_of(epoch) for epoch in epochs]) for name, epochs in results.items()}
     bare = totals["bare"]
-    print("| stage | seconds | CPU seconds | ms per step | steps, validation, epoch end (CPU s) | x bare loop | "
-          "x bare loop, CPU |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| stage | seconds | CPU seconds | ms per step | steps, validation, epoch end (s) | "
+          "steps, validation, epoch end (CPU s) | x bare loop | x bare loop, CPU |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, epochs in results.items():
         total = totals[name]
-        phases = ", ".join(f"{median([epoch[phase] for epoch in epochs]).cpu:.2f}" if phase in epochs[0] else "-"
-                           for phase in PHASES)
+        phases = {clock: ", ".join(f"{getattr(median([epoch[phase] for epoch in epochs]), clock):.2f}"
+                                   if phase in epochs[0] else "-" for phase in PHASES) for clock in ("wall", "cpu")}
         print(f"| {STAGE_NAMES.get(name, name)} | {total.wall:.2f} | {total.cpu:.2f} | "
-              f"{1000 * total.wall / steps:.1f} | {phases} | {total.wall / bare.wall:.3f} | "
+              f"{1000 * total.wall / steps:.1f} | {phases['wall']} | {phases['cpu']} | {total.wall / bare.wall:.3f} | "
               f"{total.cpu / bare.cpu:.3f} |")
     lightning = totals["seqvision"]
     print(f"\nframework overhead (seqvision epoch / bare loop - 1): "
@@ -287,10 +241,6 @@ def print_table(results: dict[str, list[dict[str, Timing]]], bench: Bench, steps
             other = totals[name]
             print(f"{name.removeprefix('seqvision epoch of ')} epoch / {bench.config.model} epoch: wall "
                   f"{other.wall / lightning.wall:.3f}x, CPU {other.cpu / lightning.cpu:.3f}x")
-    if "manual" in totals:
-        manual = totals["manual"]
-        print(f"overhead under manual optimisation: wall {100 * (manual.wall / bare.wall - 1):+.1f}%, "
-              f"CPU {100 * (manual.cpu / bare.cpu - 1):+.1f}%")
     print(f"history.csv seconds of the seqvision epochs: {', '.join(f'{s:.2f}' for s in bench.lightning_history)}")
     print("every repeat (wall s): " + "; ".join(
         f"{name} " + " ".join(f"{PhaseClock.sum_of(epoch).wall:.2f}" for epoch in epochs)
@@ -301,7 +251,6 @@ STAGE_NAMES = {
     "batching": "batching only (gather + normalise)",
     "bare": "bare PyTorch loop (train steps + validation pass)",
     "seqvision": "seqvision epoch (Lightning: steps, validation, history, checkpoints)",
-    "manual": "seqvision epoch, Lightning's manual optimisation",
     "deterministic": "bare PyTorch loop in deterministic mode (no NaN fill)",
 }
 
@@ -333,8 +282,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch.set_num_threads; default: PyTorch's")
     parser.add_argument("--workers", type=int, nargs="*", default=[0, 2], help="DataLoader workers to try")
     parser.add_argument("--train-limit", type=int, help="train on the first N images only, for a quick check")
-    parser.add_argument("--manual-optimisation", action="store_true",
-                        help="also time the seqvision epoch under Lightning's manual optimisation")
     parser.add_argument("--deterministic", action="store_true",
                         help="also time the bare loop in the deterministic mode seqvision trains in")
     parser.add_argument("--versus", metavar="MODEL", help="also time a seqvision epoch of this model (at its "
@@ -352,8 +299,6 @@ def main() -> None:
         return
     stages: dict[str, Callable[[], dict[str, Timing]]] = {"batching": bench.batching_only, "bare": bench.bare_loop,
                                                "seqvision": bench.seqvision_epoch}
-    if args.manual_optimisation:
-        stages["manual"] = bench.manually_optimised_epoch
     if args.deterministic:
         stages["deterministic"] = bench.deterministic_bare_loop
     if args.versus:

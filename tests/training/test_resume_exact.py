@@ -4,6 +4,7 @@ The reference is the uninterrupted run itself: same seed, data and config. Compa
 (torch.equal, not allclose), every history.csv value except the seconds, and the test metrics.
 """
 
+import math
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import seqvision
 from seqvision.errors import TrainingInterruptedError
 from seqvision.runs import RunFolder, read_checkpoint
 from seqvision.runs.history import read_history
+from seqvision.training.datamodule import BATCHES_PER_GROUP
 
 SCHEDULERS = ["none", "plateau", "cosine", "onecycle"]
 # Digits: 1,293 training images in batches of 128 -> 11 steps per epoch. Dropout 0.2 draws from torch's
@@ -26,15 +28,26 @@ SETTINGS = {"model": "stacked-lstm", "dataset": "digits", "hidden": 16, "dropout
             "report": False, "progress": False}
 
 
+STEPS_PER_EPOCH = 11
+
+
 class SignalAtStep(L.Callback):
-    """Send this process a real SIGINT as training reaches a given global step, as a user's Ctrl-C would."""
+    """Send this process a real SIGINT during a given optimiser step (counted from 1), as a user's Ctrl-C would."""
 
     def __init__(self, step: int) -> None:
         self.step = step
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step == self.step:
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        if trainer.global_step + 1 == self.step:
             os.kill(os.getpid(), signal.SIGINT)
+
+
+def end_of_group(step: int) -> int:
+    """The global step after which training stops when Ctrl-C comes during `step`: the last of its group of
+    BATCHES_PER_GROUP batches, groups counted from each epoch's first batch."""
+    epoch_start = (step - 1) // STEPS_PER_EPOCH * STEPS_PER_EPOCH
+    into_epoch = step - epoch_start
+    return epoch_start + min(math.ceil(into_epoch / BATCHES_PER_GROUP) * BATCHES_PER_GROUP, STEPS_PER_EPOCH)
 
 
 def final_weights(run_dir) -> dict[str, torch.Tensor]:
@@ -63,13 +76,14 @@ def references(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
-@pytest.mark.parametrize("step", [5, 17, 22])  # inside epoch 1, inside epoch 2, the last batch of epoch 2
+# Inside the first group of epoch 1, the last batch of that group, inside epoch 2, the last batch of epoch 2.
+@pytest.mark.parametrize("step", [5, 8, 17, 22])
 def test_ctrl_c_at_any_step_then_resume_is_exact(tmp_path, references, scheduler, step):
     out = tmp_path / "run"
     with pytest.raises(TrainingInterruptedError, match="--resume"):
         seqvision.train(scheduler=scheduler, out=out, callbacks=[SignalAtStep(step)], **SETTINGS)
     saved = read_checkpoint(RunFolder(out).checkpoint("interrupted"))
-    assert saved["global_step"] == step, "the stop happens at the batch boundary right after the signal"
+    assert saved["global_step"] == end_of_group(step), "the stop happens at the group boundary after the signal"
     resumed = seqvision.train(resume=out, progress=False, report=False)
     reference = references[scheduler]
     assert_same_run(out, reference.run_dir, resumed.test_metrics, reference.test_metrics)

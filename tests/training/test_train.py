@@ -10,14 +10,15 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import TQDMProgressBar
 
 import seqvision
 from seqvision.config import TrainConfig
 from seqvision.errors import TrainingDivergedError
 from seqvision.runs.checkpoint import rebuild_model
 from seqvision.runs.folder import RunFolder
-from seqvision.training.train import PROGRESS_BAR_BATCHES, resolve_precision, train_model
+from seqvision.training.callbacks import BatchProgressBar
+from seqvision.training.datamodule import BATCHES_PER_GROUP
+from seqvision.training.train import resolve_precision, train_model
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -163,28 +164,30 @@ class BarOfTheRun(L.Callback):
         self.bar = trainer.progress_bar_callback
 
 
-def test_a_terminal_gets_a_progress_bar_redrawn_every_few_batches_with_the_loss(tmp_path, monkeypatch, capsys):
+def test_a_terminal_gets_a_progress_bar_of_batches_redrawn_after_each_group_with_the_loss(tmp_path, monkeypatch,
+                                                                                         capsys):
     monkeypatch.setattr(sys, "stderr", TerminalStderr())
     seen = BarOfTheRun()
     seqvision.train(quick(epochs=1), out=tmp_path / "run", report=False, callbacks=[seen])
-    assert isinstance(seen.bar, TQDMProgressBar) and seen.bar.refresh_rate == PROGRESS_BAR_BATCHES > 1
-    # Digits: 11 training batches, so the bar (Lightning draws it on stdout) showed a loss logged at the 10th.
-    before_first_loss, shown, _ = capsys.readouterr().out.partition("train_loss=")
-    assert shown and "10/11" in before_first_loss
+    assert isinstance(seen.bar, BatchProgressBar)
+    # Digits: 11 training batches, in groups of 8 and 3. The bar (Lightning draws it on stdout) counts batches, not
+    # groups, and first showed the loss logged by the first group.
+    assert BATCHES_PER_GROUP == 8
+    drawn = capsys.readouterr().out
+    before_first_loss, shown, _ = drawn.partition("train_loss=")
+    assert shown and "8/11" in before_first_loss and "11/11" in drawn and "/2 " not in drawn
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 def test_training_loss_is_cross_entropy_against_smoothed_targets(smoothing):
-    from types import SimpleNamespace
 
     from seqvision.training.module import ClassifierModule
 
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 3)
     module = ClassifierModule(model, TrainConfig(label_smoothing=smoothing), {})
-    module._trainer = SimpleNamespace(progress_bar_callback=None, world_size=1)
     images, labels = torch.randn(5, 4), torch.tensor([0, 2, 1, 1, 0])
-    loss = module.training_step((images, labels), 0)["loss"]
+    loss = module.training_loss(model(images), labels)
     # The smoothed target: 1 - eps on the true class plus eps spread over all classes.
     targets = torch.full((5, 3), smoothing / 3)
     targets[torch.arange(5), labels] += 1 - smoothing

@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.profilers import Profiler
 
 from seqvision.errors import TrainingInterruptedError
 from seqvision.runs.checkpoint import write_checkpoint
 from seqvision.runs.history import format_epoch_line, plot_history, read_history, write_history
+from seqvision.training.datamodule import BatchGroup
 from seqvision.training.distributed import reduce_sum
 
 
@@ -50,12 +52,26 @@ class NullProfiler(Profiler):
         return self._NOTHING
 
 
+class BatchProgressBar(TQDMProgressBar):
+    """Lightning's bar, counting the epoch's training batches where Lightning counts the groups it hands over
+    (training/datamodule.py: BatchGroups)."""
+
+    @property
+    def total_train_batches(self) -> int:
+        return len(self.trainer.train_dataloader.batches)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: BatchGroup,
+                           batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch.end - 1)
+
+
 class StopAtBatchBoundary(L.Callback):
-    """Ctrl-C (SIGINT) asks training to stop where every piece of state agrees: before the next batch starts.
+    """Ctrl-C (SIGINT) asks training to stop where every piece of state agrees: before the next group of batches
+    starts (training/datamodule.py: BatchGroups), at most BATCHES_PER_GROUP optimiser steps later.
 
     A KeyboardInterrupt raised wherever Python happens to be can land inside an optimiser step, between the
     weights and the batch counter, and a checkpoint taken then resumes to a different run. So the first
-    Ctrl-C only sets a flag; before the next batch touches anything, this saves `checkpoint_path` and raises
+    Ctrl-C only sets a flag; before the next group touches anything, this saves `checkpoint_path` and raises
     TrainingInterruptedError. A second Ctrl-C interrupts at once (resume then starts from the last
     end-of-epoch checkpoint). Lightning's OnExceptionCheckpoint is not used for this: it saves on any
     exception (a NaN loss, a full disk: states that must not be resumed), and with it in the trainer every
@@ -82,7 +98,7 @@ class StopAtBatchBoundary(L.Callback):
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nstopping before the next batch (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+        print("\nstopping after this group of batches (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
@@ -137,12 +153,13 @@ class EpochHistory(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        count = len(batch[1])
-        # float64 sums: the same total whether an epoch ran in one go or was resumed halfway. Summed over all
-        # processes at every batch, so every process holds the global totals and any checkpoint carries them.
-        loss_sum, correct, count = reduce_sum(trainer, [outputs["batch_loss"].item() * count,
-                                                        int(outputs["correct"]), count])
-        self.totals["loss_sum"] += loss_sum
+        # float64 sums, added batch by batch: the same total whether an epoch ran in one go or was resumed halfway.
+        # Summed over all processes after every group of batches, so every process holds the global totals and
+        # any checkpoint carries them.
+        *loss_sums, correct, count = reduce_sum(trainer, [*outputs["loss_sums"], outputs["correct"],
+                                                          outputs["count"]])
+        for loss_sum in loss_sums:
+            self.totals["loss_sum"] += loss_sum
         self.totals["correct"] += int(correct)
         self.totals["count"] += int(count)
 

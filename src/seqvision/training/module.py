@@ -14,6 +14,7 @@ from torch import nn
 from seqvision.config import TrainConfig
 from seqvision.errors import TrainingDivergedError
 from seqvision.runs.checkpoint import SECTION, capture_random_state, restore_random_state
+from seqvision.training.datamodule import BatchGroup
 from seqvision.training.optim import build_optimizer, build_plateau_scheduler, step_schedule
 
 
@@ -22,6 +23,8 @@ class ClassifierModule(L.LightningModule):
 
     def __init__(self, model: nn.Module, config: TrainConfig, description: dict[str, Any]) -> None:
         super().__init__()
+        # The step is written out (training_step), so that Lightning's loop can hand it a group of batches.
+        self.automatic_optimization = False
         self.model = model
         self.config = config
         # The checkpoint's "seqvision" section (seqvision.runs.checkpoint): one .ckpt file rebuilds its model.
@@ -41,24 +44,44 @@ class ClassifierModule(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.evaluated_model(images)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        images, labels = batch
-        logits = self.model(images)
-        loss = F.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing)
-        if not math.isfinite(loss.item()):
-            # Raised before backward, so no optimiser step sees it and the last checkpoint stays good.
-            raise TrainingDivergedError(
-                f"the training loss became {loss.item()} at epoch {self.current_epoch + 1}, batch {batch_idx + 1}. "
-                "Lower --lr, set --clip-grad (e.g. 1.0), or use --scheduler onecycle to warm up."
-            )
-        bar = self.trainer.progress_bar_callback
-        if bar is not None and (batch_idx + 1) % getattr(bar, "refresh_rate", 1) == 0:
-            # Only the progress bar shows it (history.csv has the epoch's own totals), and Lightning's log is about
-            # half a millisecond of Python, so it is logged only for the batches after which the bar is redrawn.
-            self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True)
-        share = self._share_of_global_batch(batch_idx, len(labels))
-        return {"loss": loss if share == 1.0 else loss * share, "batch_loss": loss.detach(),
-                "correct": (logits.argmax(dim=1) == labels).sum()}
+    def training_step(self, group: BatchGroup, group_idx: int) -> dict[str, Any]:
+        """One optimiser step per batch of the group (training/datamodule.py: BatchGroups)."""
+        optimizer = self.optimizers()
+        loss_sums, correct, count = [], 0, 0
+        for number, (images, labels) in enumerate(group.batches, start=group.first):
+            logits = self.model(images)
+            loss = self.training_loss(logits, labels)
+            value = loss.item()
+            if not math.isfinite(value):
+                # Raised before backward, so no optimiser step sees it and the last checkpoint stays good.
+                raise TrainingDivergedError(
+                    f"the training loss became {value} at epoch {self.current_epoch + 1}, batch {number + 1}. "
+                    "Lower --lr, set --clip-grad (e.g. 1.0), or use --scheduler onecycle to warm up."
+                )
+            optimizer.zero_grad()
+            # Lightning runs all of training_step under the precision's autocast (without its cache of cast weights,
+            # so each step casts the weights the step before updated); only the forward pass belongs there.
+            with torch.autocast(self.device.type, enabled=False):
+                share = self._share_of_global_batch(number, len(labels))
+                self.manual_backward(loss if share == 1.0 else loss * share)
+                if self.config.clip_grad:
+                    # torch's own: Lightning's clip_gradients refuses a fused optimiser under any autocast, for
+                    # fp16's loss scaler, which bf16 autocast does not have.
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
+                optimizer.step()
+            if self.averaged is not None:
+                self._update_average()
+            self._apply_schedule()
+            loss_sums.append(value * len(labels))
+            correct += int((logits.argmax(dim=1) == labels).sum())
+            count += len(labels)
+        if self.trainer.progress_bar_callback is not None:
+            # Only the progress bar shows it (history.csv has the epoch's own totals).
+            self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(labels))
+        return {"loss_sums": loss_sums, "correct": correct, "count": count}
+
+    def training_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing)
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning names the hook it is in before and after each of the twenty-odd hooks of a training step;
@@ -69,13 +92,13 @@ class ClassifierModule(L.LightningModule):
         else:
             super().__setattr__(name, value)
 
-    def _share_of_global_batch(self, batch_idx: int, size: int) -> float:
+    def _share_of_global_batch(self, number: int, size: int) -> float:
         """This process's weight in DDP's average of the processes' gradients that makes it the gradient of the
         global batch's mean loss, as one process computes it, also when a batch does not split evenly."""
         world_size = self.trainer.world_size
         if world_size == 1:
             return 1.0
-        return size * world_size / self.trainer.train_dataloader.global_batch_size(batch_idx)
+        return size * world_size / self.trainer.train_dataloader.batches.global_batch_size(number)
 
     def on_validation_epoch_start(self) -> None:
         self.validation_totals = [0.0, 0]
@@ -96,13 +119,6 @@ class ClassifierModule(L.LightningModule):
         self.log_dict({"val_loss": loss_sum / images, "val_acc": correct / images}, prog_bar=True, sync_dist=True,
                       reduce_fx="sum")
 
-    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
-                                    gradient_clip_algorithm: str | None = None) -> None:
-        # Clipped here rather than by Lightning's precision plugin, which refuses a fused optimiser under any
-        # autocast because fp16's loss scaler would leave its gradients scaled; bf16 autocast has no scaler.
-        if gradient_clip_val:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), gradient_clip_val)
-
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(self.config, self.model.parameters())
         plateau = build_plateau_scheduler(self.config, optimizer)
@@ -112,18 +128,23 @@ class ClassifierModule(L.LightningModule):
         # Planned here, not in configure_optimizers: asking for the step count there makes Lightning set up the
         # training batches before it restores their position from a checkpoint, and a resumed epoch would
         # start again from its first batch.
-        self.schedule = step_schedule(self.config, int(self.trainer.estimated_stepping_batches))
+        steps = len(self.trainer.train_dataloader.batches) * self.trainer.max_epochs
+        self.schedule = step_schedule(self.config, steps)
         self._apply_schedule()
 
     def on_train_epoch_start(self) -> None:
-        self.trainer.train_dataloader.set_epoch(self.current_epoch)
+        self.trainer.train_dataloader.batches.set_epoch(self.current_epoch)
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        # Counted after the optimiser step, so a checkpoint never skips a batch it did not learn from.
-        self.trainer.train_dataloader.batches_done = batch_idx + 1
-        if self.averaged is not None:
-            self._update_average()
-        self._apply_schedule()
+    def on_train_batch_end(self, outputs: Any, group: BatchGroup, group_idx: int) -> None:
+        # Counted after the optimiser steps, so a checkpoint never skips a batch it did not learn from.
+        self.trainer.train_dataloader.batches.batches_done = group.end
+
+    def on_train_epoch_end(self) -> None:
+        # Lightning steps no scheduler under manual optimisation. Here, after history.csv took the epoch's rate
+        # and before ModelCheckpoint saves the epoch, so that last.ckpt holds the scheduler as it leaves the epoch.
+        plateau = self.lr_schedulers()
+        if plateau is not None:
+            plateau.step(float(self.trainer.callback_metrics["val_loss"]))
 
     @torch.no_grad()
     def _update_average(self) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -39,12 +38,13 @@ def build_optimizer(config: TrainConfig, parameters: Iterable[torch.nn.Parameter
                            fused=True)
 
 
-def build_plateau_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
-    """A Lightning `lr_scheduler` entry for plateau, the one schedule driven by validation rather than steps."""
+def build_plateau_scheduler(config: TrainConfig,
+                            optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.ReduceLROnPlateau | None:
+    """plateau, the one schedule driven by validation rather than steps: stepped with the validation loss after
+    every epoch."""
     if config.scheduler != "plateau":
         return None
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=2)
-    return {"scheduler": scheduler, "monitor": "val_loss", "interval": "epoch"}
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=2)
 
 
 @dataclass(frozen=True)

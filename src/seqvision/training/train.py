@@ -33,7 +33,13 @@ from seqvision.models.fused import build_for
 from seqvision.models.summary import model_summary
 from seqvision.runs.checkpoint import describe, read_checkpoint
 from seqvision.runs.folder import RunFolder
-from seqvision.training.callbacks import AtomicCheckpointIO, EpochHistory, NullProfiler, StopAtBatchBoundary
+from seqvision.training.callbacks import (
+    AtomicCheckpointIO,
+    BatchProgressBar,
+    EpochHistory,
+    NullProfiler,
+    StopAtBatchBoundary,
+)
 from seqvision.training.datamodule import InMemoryDataModule
 from seqvision.training.distributed import (
     AgreeOnRunFolder,
@@ -49,8 +55,6 @@ from seqvision.training.module import ClassifierModule
 # The process count is not among them: it sets the global batch, and a checkpoint's place in an epoch counts
 # global batches.
 RESUME_OVERRIDES = frozenset({"epochs", "data_dir", "accelerator", "dist_timeout"})
-# The progress bar is redrawn every this many training batches.
-PROGRESS_BAR_BATCHES = 10
 
 
 @dataclass
@@ -211,7 +215,7 @@ def resolve_precision(config: TrainConfig, accelerator: str) -> str:
 
 def _build_trainer(config: TrainConfig, accelerator: str, run: RunFolder, progress: bool,
                    extra_callbacks: Sequence[L.Callback]) -> L.Trainer:
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar, TQDMProgressBar
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
 
     interactive = progress and sys.stderr.isatty()
     callbacks: list[L.Callback] = [
@@ -224,8 +228,9 @@ def _build_trainer(config: TrainConfig, accelerator: str, run: RunFolder, progre
     if config.early_stop:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=config.early_stop))
     if interactive and not any(isinstance(callback, ProgressBar) for callback in extra_callbacks):
-        # Lightning's default bar redraws its line after every batch, which cost about 7% of a default LSTM step.
-        callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_BAR_BATCHES))
+        # Redrawn after every group of batches: Lightning's default bar redraws its line after every batch, which
+        # cost about 7% of a default LSTM step.
+        callbacks.append(BatchProgressBar())
     return L.Trainer(
         max_epochs=config.epochs,
         accelerator=accelerator,
@@ -234,7 +239,6 @@ def _build_trainer(config: TrainConfig, accelerator: str, run: RunFolder, progre
         strategy=build_strategy(config, accelerator),
         # cuDNN's LSTM has no deterministic mode; on the CPU every kernel is deterministic.
         deterministic=True if accelerator == "cpu" else "warn",
-        gradient_clip_val=config.clip_grad or None,
         precision="bf16-mixed" if config.precision == "bf16" else "32-true",
         callbacks=[*extra_callbacks, *callbacks],
         plugins=[AtomicCheckpointIO()],
