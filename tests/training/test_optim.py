@@ -101,3 +101,18 @@ def test_extending_a_finished_run_follows_the_documented_rates(tmp_path, schedul
     else:
         assert extended[2:] == planned[2:]
         assert extended[1] != planned[1], "the first leg was planned over 2 epochs"
+
+
+@pytest.mark.slow
+def test_a_plateau_reached_at_the_end_of_the_first_leg_lowers_the_rate_as_in_one_run(tmp_path):
+    """The scheduler is stepped with the epoch's validation loss before last.ckpt is saved: an extension (or a run
+    killed and resumed) carries the step of the epoch it resumes after. At lr 1e-6 no epoch improves the validation
+    loss by the 1e-4 that counts, so after epoch 4 the rate halves."""
+    planned = learning_rates(seqvision.train(small(scheduler="plateau", hidden=16, lr=1e-6, epochs=6),
+                                             out=tmp_path / "planned", progress=False, report=False).run_dir)
+    assert planned == [1e-6] * 4 + [5e-7] * 2
+    seqvision.train(small(scheduler="plateau", hidden=16, lr=1e-6, epochs=3), out=tmp_path / "extended",
+                    progress=False, report=False)
+    extended = learning_rates(seqvision.train(resume=tmp_path / "extended", epochs=6, progress=False,
+                                              report=False).run_dir)
+    assert extended == planned
