@@ -6,10 +6,12 @@ The reference is the uninterrupted run itself: same seed, data and config. Compa
 
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -124,4 +126,20 @@ def test_ctrl_c_then_resume_is_exact_with_a_moving_average_of_the_weights(tmp_pa
         seqvision.train(out=out, callbacks=[SignalAtStep(17)], **settings)
     resumed = seqvision.train(resume=out, progress=False, report=False)
     assert any(name.startswith("averaged.") for name in final_weights(out))
+    assert_same_run(out, reference.run_dir, resumed.test_metrics, reference.test_metrics)
+
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "runs-one-batch-at-a-time"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["interrupted-in-epoch-1", "killed-after-epoch-2"])
+def test_a_run_saved_one_batch_at_a_time_resumes_exactly(tmp_path, references, name):
+    """Run folders stopped by seqvision before it handed Lightning its batches in groups (made at 7d24d71 by
+    tests/fixtures/runs-one-batch-at-a-time/make.py, with SETTINGS and the cosine schedule) resume to the run that
+    never stopped: their global step, which the schedule follows, and their place in the epoch carry over."""
+    out = tmp_path / name
+    shutil.copytree(FIXTURES / name, out)
+    resumed = seqvision.train(resume=out, progress=False, report=False)
+    reference = references["cosine"]
     assert_same_run(out, reference.run_dir, resumed.test_metrics, reference.test_metrics)

@@ -43,7 +43,10 @@ class BatchGroup(NamedTuple):
 class BatchGroups:
     """The training batches, `size` at a time, from where the epoch stands (`batches.batches_done`).
 
-    Its state is the batches' own, so a checkpoint taken between two groups resumes at the next batch."""
+    Its state is the batches' own, so a checkpoint taken between two groups resumes at the next batch. Group g
+    holds batches g * size to (g + 1) * size - 1, so that an epoch resumed after any batch b (a checkpoint saved
+    before training grouped its batches can stop anywhere) goes on with group b // size, which is where Lightning,
+    which runs validation after the epoch's last group by its number, counts it (module._count_in_groups)."""
 
     def __init__(self, batches: InMemoryBatches, size: int) -> None:
         self.batches = batches
@@ -55,9 +58,11 @@ class BatchGroups:
     def __iter__(self) -> Iterator[BatchGroup]:
         first, total = self.batches.batches_done, len(self.batches)
         batches = iter(self.batches)
-        for start in range(first, total, self.size):
-            count = min(self.size, total - start)
-            yield BatchGroup(start, count, itertools.islice(batches, count))
+        start = first
+        while start < total:
+            end = min((start // self.size + 1) * self.size, total)
+            yield BatchGroup(start, end - start, itertools.islice(batches, end - start))
+            start = end
 
     def state_dict(self) -> dict[str, int]:
         return self.batches.state_dict()

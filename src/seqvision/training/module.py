@@ -14,7 +14,7 @@ from torch import nn
 from seqvision.config import TrainConfig
 from seqvision.errors import TrainingDivergedError
 from seqvision.runs.checkpoint import SECTION, capture_random_state, restore_random_state
-from seqvision.training.datamodule import BatchGroup
+from seqvision.training.datamodule import BATCHES_PER_GROUP, BatchGroup
 from seqvision.training.optim import build_optimizer, build_plateau_scheduler, step_schedule
 
 
@@ -170,7 +170,30 @@ class ClassifierModule(L.LightningModule):
         checkpoint[SECTION] = {**self.description, "random_state": capture_random_state()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        _count_in_groups(checkpoint["loops"]["fit_loop"])
         # Restored as the last thing before training continues, so the next dropout mask is the one it would
         # have drawn had the run never stopped.
         if "random_state" in checkpoint[SECTION]:
             restore_random_state(checkpoint[SECTION]["random_state"])
+
+
+def _count_in_groups(fit_loop: dict[str, Any]) -> None:
+    """Rewrite, in place, the loop state of a checkpoint saved before training handed Lightning its batches in groups
+    (seqvision 0.1.0 until ade54e6), so that the run resumes where it stopped.
+
+    Such a checkpoint counts its optimiser steps under automatic optimisation, where the manual loop now counts
+    them (the global step, which the schedules and the moving average follow), and its batches one by one, where
+    Lightning now counts groups: an epoch that was saved finished must still read as finished (its batches in
+    whole groups, rounded up), an epoch interrupted halfway as unfinished (rounded down; the batches themselves
+    resume from their own count, `batches_done`)."""
+    automatic = fit_loop["epoch_loop.automatic_optimization.optim_progress"]["optimizer"]["step"]
+    manual = fit_loop["epoch_loop.manual_optimization.optim_step_progress"]
+    if manual["total"]["completed"] or not automatic["total"]["completed"]:
+        return
+    fit_loop["epoch_loop.manual_optimization.optim_step_progress"] = copy.deepcopy(automatic)
+    epoch = fit_loop["epoch_progress"]["current"]
+    finished = epoch["processed"] > epoch["completed"]
+    batches = fit_loop["epoch_loop.batch_progress"]
+    for scope in ("total", "current"):
+        for key, count in batches[scope].items():
+            batches[scope][key] = math.ceil(count / BATCHES_PER_GROUP) if finished else count // BATCHES_PER_GROUP
