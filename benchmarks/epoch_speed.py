@@ -204,11 +204,11 @@ class Bench:
             torch.use_deterministic_algorithms(enabled)
             torch.utils.deterministic.fill_uninitialized_memory = fill
 
-    def epoch_of(self, model: str) -> dict[str, Timing]:
-        """A seqvision epoch of another model at its own default size, on the same batches and settings."""
+    def epoch_of(self, model: str, precision: str) -> dict[str, Timing]:
+        """A seqvision epoch of another model at its own default size, on the same batches and settings, in
+        `precision`."""
         config = self.config
-        self.config = resolve_model_options(dataclasses.replace(config, model=model, hidden=None, layers=None,
-                                                                dropout=None).validate())
+        self.config = dataclasses.replace(other_model(config, model), precision=precision)
         try:
             return self.seqvision_epoch()
         finally:
@@ -262,14 +262,19 @@ def profile_epoch(bench: Bench) -> None:
     pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
 
 
+def other_model(config: TrainConfig, model: str) -> TrainConfig:
+    """`config` with another model at that model's default size."""
+    return resolve_model_options(dataclasses.replace(config, model=model, hidden=None, layers=None,
+                                                     dropout=None).validate())
+
+
 def build_config(args: argparse.Namespace) -> TrainConfig:
+    """The configuration as asked for, its precision not yet resolved (`auto` stays `auto`)."""
     config = load_preset(args.config) if args.config else TrainConfig()
     chosen = {name: value for name, value in (("model", args.model), ("batch_size", args.batch_size),
                                               ("hidden", args.hidden), ("train_limit", args.train_limit))
               if value is not None}
-    config = resolve_model_options(dataclasses.replace(config, epochs=1, **chosen).validate())
-    # The bare loop runs in the precision seqvision's epoch resolves `auto` to on this CPU.
-    return dataclasses.replace(config, precision=resolve_precision(config, "cpu"))
+    return resolve_model_options(dataclasses.replace(config, epochs=1, **chosen).validate())
 
 
 def main() -> None:
@@ -285,12 +290,15 @@ def main() -> None:
     parser.add_argument("--deterministic", action="store_true",
                         help="also time the bare loop in the deterministic mode seqvision trains in")
     parser.add_argument("--versus", metavar="MODEL", help="also time a seqvision epoch of this model (at its "
-                                                           "default size), e.g. --model lstm --versus gru")
+                                                           "default size and precision), e.g. --model lstm "
+                                                           "--versus gru")
     parser.add_argument("--profile", action="store_true", help="cProfile one seqvision epoch instead")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = build_config(args)
+    asked = build_config(args)
+    # The bare loop runs in the precision seqvision's epoch resolves `auto` to on this CPU.
+    config = dataclasses.replace(asked, precision=resolve_precision(asked, "cpu"))
     require_dataset(config.dataset, config.data_dir)
     splits = load_dataset(config.dataset, config.data_dir, config)
     bench = Bench(config, split_batches(config, splits), splits.image_shape, splits.num_classes)
@@ -301,8 +309,12 @@ def main() -> None:
                                                "seqvision": bench.seqvision_epoch}
     if args.deterministic:
         stages["deterministic"] = bench.deterministic_bare_loop
+    versus_precision = None
     if args.versus:
-        stages[f"seqvision epoch of {args.versus}"] = lambda: bench.epoch_of(args.versus)
+        # Each model in the precision `auto` gives it (or both in the one a preset sets): the defaults against each
+        # other.
+        versus_precision = resolve_precision(other_model(asked, args.versus), "cpu")
+        stages[f"seqvision epoch of {args.versus}"] = lambda: bench.epoch_of(args.versus, versus_precision)
     for workers in args.workers:
         stages[f"tutorial pattern: Dataset + DataLoader, {workers} workers"] = lambda w=workers: bench.tutorial(w)
     bench.warm_up()
@@ -312,7 +324,9 @@ def main() -> None:
             results[name].append(stage())
     steps = len(bench.batches.train)
     print(f"{steps} training steps of {config.batch_size} and {len(bench.batches.val)} validation batches, model "
-          f"{config.model}, config {args.config or 'default'}, {torch.get_num_threads()} threads, "
+          f"{config.model} in precision {config.precision}"
+          f"{f' ({args.versus} in {versus_precision})' if args.versus else ''}, config {args.config or 'default'}, "
+          f"{torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, Lightning {L.__version__}, median of {args.rounds} interleaved rounds\n")
     print_table(results, bench, steps)
 
