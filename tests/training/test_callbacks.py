@@ -1,10 +1,13 @@
 """EpochHistory's curves.png: redrawn at most every REDRAW_SECONDS during training, always when training ends or
-stops, so a fast epoch does not wait for matplotlib."""
+stops, so a fast epoch does not wait for matplotlib; and a run folder that moved keeps its best checkpoint."""
+
+import shutil
 
 import lightning as L
 import pytest
 
 import seqvision
+from seqvision.runs.checkpoint import read_checkpoint
 from seqvision.runs.folder import RunFolder
 from seqvision.training.callbacks import EpochHistory
 
@@ -57,3 +60,27 @@ def test_a_run_that_stops_with_an_error_still_draws_its_finished_epochs(tmp_path
         seqvision.train(out=out, callbacks=[watcher], **SETTINGS)
     assert watcher.seen == [None, None, None]
     assert RunFolder(out).curves_path.read_bytes().startswith(PNG_SIGNATURE)
+
+
+class BestCheckpointAtStart(L.Callback):
+    def on_train_start(self, trainer, pl_module):
+        checkpoints = trainer.checkpoint_callback
+        self.score, self.path = float(checkpoints.best_model_score), checkpoints.best_model_path
+
+
+def test_a_moved_run_folder_resumes_knowing_its_best_checkpoint(tmp_path, recwarn):
+    first = tmp_path / "first" / "run"
+    seqvision.train(out=first, **{**SETTINGS, "epochs": 2})
+    saved = {key: state for key, state in read_checkpoint(RunFolder(first).checkpoint("last"))["callbacks"].items()
+             if key.startswith("ModelCheckpoint")}
+    moved = tmp_path / "elsewhere" / "run"
+    moved.parent.mkdir()
+    shutil.move(first, moved)
+    seen = BestCheckpointAtStart()
+    seqvision.train(resume=moved, epochs=3, callbacks=[seen], progress=False, report=False)
+    (state,) = saved.values()
+    # Without it, Lightning forgets the best score of a checkpoint saved in another folder, and epoch 3 would
+    # replace best.ckpt whatever its validation loss.
+    assert seen.score == float(state["best_model_score"])
+    assert seen.path == str(RunFolder(moved).checkpoint("best"))
+    assert not [warning for warning in recwarn if "dirpath has changed" in str(warning.message)]

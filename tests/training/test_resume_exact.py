@@ -133,8 +133,6 @@ FIXTURES = Path(__file__).parents[1] / "fixtures" / "runs-one-batch-at-a-time"
 
 
 @pytest.mark.slow
-# The fixtures were saved in another folder, which ModelCheckpoint notices (and says so).
-@pytest.mark.filterwarnings("ignore:The dirpath has changed")
 @pytest.mark.parametrize("name", ["interrupted-in-epoch-1", "killed-after-epoch-2"])
 def test_a_run_saved_one_batch_at_a_time_resumes_exactly(tmp_path, references, name):
     """Run folders stopped by seqvision before it handed Lightning its batches in groups (made at 7d24d71 by

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.profilers import Profiler
 
@@ -197,3 +197,21 @@ class EpochHistory(L.Callback):
             plot_history(self.rows, self.curves_path)
             self._drawn_rows = list(self.rows)
         self._drawn_at = time.perf_counter()
+
+
+def follow_moved_run_folder(checkpoint: dict[str, Any], current: ModelCheckpoint) -> None:
+    """Point the saved state of the run's ModelCheckpoint at `current.dirpath` when the run folder has moved since
+    the checkpoint was saved (renamed, or copied from another machine). Lightning would keep only the best
+    checkpoint's old path and forget its score, so the next epoch would be saved as best.ckpt whatever its loss."""
+    state = checkpoint.get("callbacks", {}).get(current.state_key)
+    if state is None or state.get("dirpath") in (None, current.dirpath):
+        return
+    saved = state["dirpath"]
+
+    def moved(path: str | None) -> str | None:
+        return os.path.join(current.dirpath, os.path.relpath(path, saved)) if path else path
+
+    state.update(dirpath=current.dirpath, best_model_path=moved(state.get("best_model_path")),
+                 kth_best_model_path=moved(state.get("kth_best_model_path")),
+                 last_model_path=moved(state.get("last_model_path")),
+                 best_k_models={moved(path): score for path, score in state.get("best_k_models", {}).items()})

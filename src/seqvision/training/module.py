@@ -14,6 +14,7 @@ from torch import nn
 from seqvision.config import TrainConfig
 from seqvision.errors import TrainingDivergedError
 from seqvision.runs.checkpoint import SECTION, capture_random_state, restore_random_state
+from seqvision.training.callbacks import follow_moved_run_folder
 from seqvision.training.datamodule import BATCHES_PER_GROUP, BatchGroup
 from seqvision.training.optim import build_optimizer, build_plateau_scheduler, step_schedule
 
@@ -171,6 +172,8 @@ class ClassifierModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         _count_in_groups(checkpoint["loops"]["fit_loop"])
+        if self.trainer.checkpoint_callback is not None:
+            follow_moved_run_folder(checkpoint, self.trainer.checkpoint_callback)
         # Restored as the last thing before training continues, so the next dropout mask is the one it would
         # have drawn had the run never stopped.
         if "random_state" in checkpoint[SECTION]:
