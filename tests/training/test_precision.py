@@ -6,6 +6,7 @@ import torch
 import seqvision
 from seqvision.config import TrainConfig
 from seqvision.data.registry import augment_shift
+from seqvision.models.fused import fused_kernels, python_loops
 from seqvision.runs.folder import RunFolder
 from seqvision.training.train import resolve_precision
 
@@ -63,13 +64,24 @@ def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively(monkeypa
 @pytest.mark.parametrize(("options", "expected"), [
     ({"model": "lstm"}, "bf16"), ({"model": "bilstm"}, "bf16"), ({"model": "cnn"}, "bf16"),
     ({"model": "cnn-lstm"}, "bf16"), ({"model": "renet"}, "bf16"),
-    # No bf16 kernel on the CPU: nn.RNN's bf16 steps are slower; the GRU and the explicit cell run float32 loops.
-    ({"model": "rnn"}, "32"), ({"model": "gru"}, "32"), ({"model": "lstm", "cell_activation": "sigmoid"}, "32"),
+    # No bf16 kernel on the CPU: nn.RNN's bf16 steps are slower; the explicit cell runs float32 loops, and so does
+    # the GRU at a hidden size its bf16 products cannot take.
+    ({"model": "rnn"}, "32"), ({"model": "gru", "hidden": 100}, "32"),
+    ({"model": "lstm", "cell_activation": "sigmoid"}, "32"),
 ])
 def test_auto_precision_keeps_float32_for_models_that_bf16_does_not_speed_up(monkeypatch, options, expected):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
     assert resolve_precision(TrainConfig(**options), "cpu") == expected
     assert resolve_precision(TrainConfig(**options, precision="bf16"), "cpu") == "bf16", "an explicit choice stands"
+
+
+def test_auto_precision_gives_the_gru_bf16_where_its_loops_make_bf16_products(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    kernels = fused_kernels()
+    products = kernels is not None and kernels.bf16_products_available(TrainConfig(model="gru").hidden or 128)
+    assert resolve_precision(TrainConfig(model="gru"), "cpu") == ("bf16" if products else "32")
+    with python_loops():
+        assert resolve_precision(TrainConfig(model="gru"), "cpu") == "32", "nn.GRU's bf16 steps are the slow ones"
 
 
 @pytest.mark.parametrize("supported", [True, False])

@@ -14,6 +14,7 @@ from torch import nn
 from seqvision.config import TrainConfig
 from seqvision.errors import ConfigError
 from seqvision.models.cells import ExplicitLSTM, LSTMTrace
+from seqvision.models.fused import fused_kernels
 from seqvision.models.gru_sequence import GRU
 from seqvision.models.pooling import FinalState, sequence_pooling
 from seqvision.models.registry import register_model, with_defaults
@@ -61,10 +62,13 @@ class RecurrentClassifier(nn.Module):
 
     @classmethod
     def cpu_autocast_pays(cls, config: TrainConfig) -> bool:
-        # Only nn.LSTM has a bf16 kernel on the CPU (oneDNN's fused RNN): 0.57x its float32 step. nn.RNN's bf16 steps
-        # took 1.14x its float32 ones, and the explicit LSTM runs float32 loops under autocast. The GRU's loops make
-        # just their recurrent products in bf16 (0.86x its float32 step), and over three seeds its accuracy then fell
-        # just outside float32's spread (docs/results.md), so `auto` keeps float32 for it.
+        # nn.LSTM has a bf16 kernel on the CPU (oneDNN's fused RNN): 0.57x its float32 step. The GRU's compiled loops
+        # make their recurrent products in bf16 where the hidden size allows (0.86x its float32 step, at float32's
+        # accuracy over three seeds: docs/results.md); without them autocast would run nn.GRU's slow bf16 steps.
+        # nn.RNN's bf16 steps took 1.14x its float32 ones, and the explicit LSTM runs float32 loops under autocast.
+        if cls.kind == "gru":
+            kernels = fused_kernels()
+            return kernels is not None and kernels.bf16_products_available(config.hidden or cls.defaults["hidden"])
         return cls.kind == "lstm" and config.cell_activation == "tanh"
 
     @classmethod
