@@ -103,13 +103,13 @@ def wrap_stage(tracker: Tracker, module: ModuleType, attribute: str, name: str) 
 
 
 def fit_marks(tracker: Tracker) -> Any:
-    """A Lightning callback that cuts fit into its parts: the first batch, the rest of each epoch, validation,
-    and the end of each epoch (history, curves, checkpoints)."""
+    """A Lightning callback that cuts fit into its parts: the first group of batches (training/datamodule.py:
+    BatchGroups), the rest of each epoch, validation, and the end of each epoch (history, curves, checkpoints)."""
     import lightning as L
 
     class FitMarks(L.Callback):
         def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-            tracker.mark(f"fit: epoch {trainer.current_epoch + 1}, first batch")
+            tracker.mark(f"fit: epoch {trainer.current_epoch + 1}, first group of batches")
 
         def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
                                batch_idx: int) -> None:
