@@ -378,8 +378,8 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_outputs, const at::T
   auto flat = grads.view({steps * batch, 4 * size});
   auto from_input = flat.narrow(1, 0, 3 * size);
   // The weight gradients are made transposed, (F, 3H) and (H, 3H), and returned as transposed views: with the
-  // T B rows as the product's inner dimension on the left, it took half the time for weight_in's and 0.9 of it
-  // for weight_hh's at the default sizes (docs/benchmarks.md: the GRU).
+  // T B rows as the inner dimension of a left operand that is read row by row, the products ran faster at the
+  // default sizes (the GRU step's time: docs/benchmarks.md, the GRU).
   auto grad_weight_in = at::mm(sequences.reshape({steps * batch, sequences.size(2)}).t(), from_input).t();
   auto grad_bias = flat.sum(0);
   // The zero initial state adds nothing to weight_hh's gradient: steps 1 to T-1 against the outputs before them.
