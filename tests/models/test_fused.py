@@ -3,6 +3,9 @@ reference (themselves checked against nn.LSTM, nn.GRU and finite differences in 
 test_gru_sequence.py)."""
 
 import contextlib
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -177,3 +180,22 @@ def test_compiled_inference_of_an_empty_batch_is_empty_as_the_fallbacks_is(monke
                           (GRU(5, 7, batch_first=True), "gru_inference")):
         compiled, fallback, calls = inference_both_ways(layer, torch.randn(0, 4, 5), kernel, monkeypatch)
         assert calls == 1 and compiled[0].shape == fallback[0].shape == (0, 4, 7), kernel
+
+
+def test_a_lock_left_by_a_killed_build_does_not_hang_the_next_load():
+    # PyTorch's own lock file, as a build killed with SIGTERM or kill -9 leaves it: the next load used to wait on
+    # it forever. The library is already built, so a load takes a few seconds.
+    from torch.utils import cpp_extension
+
+    assert fused_kernels() is not None
+    name = f"seqvision_fused_rnn_{fused._machine_tag()}"
+    stale = Path(cpp_extension._get_build_directory(name, verbose=False)) / "lock"
+    stale.touch()
+    try:
+        loaded = subprocess.run([sys.executable, "-c", "from seqvision.models.fused import fused_kernels\n"
+                                 "assert fused_kernels() is not None"], timeout=120, capture_output=True, text=True)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the load waited on the stale lock")
+    finally:
+        stale.unlink(missing_ok=True)
+    assert loaded.returncode == 0, loaded.stderr

@@ -9,6 +9,7 @@ same results up to float32 rounding, and a warning that says why and what it cos
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import hashlib
 import logging
@@ -81,15 +82,29 @@ def _build() -> ModuleType:
     from torch.utils import cpp_extension
 
     name = f"seqvision_fused_rnn_{_machine_tag()}"
-    built = Path(cpp_extension._get_build_directory(name, verbose=False)) / f"{name}.so"
-    if not built.is_file():
-        print(f"seqvision: compiling the fused LSTM/GRU kernels for this CPU (once, about 30 s) into {built.parent}",
+    folder = Path(cpp_extension._get_build_directory(name, verbose=False))
+    if not (folder / f"{name}.so").is_file():
+        print(f"seqvision: compiling the fused LSTM/GRU kernels for this CPU (once, about 30 s) into {folder}",
               file=sys.stderr, flush=True)
     # PyTorch logs a long warning when the compiler is not the one it was built with; the fallback's own warning
     # names the cause in one line.
-    with _ninja_on_path(), _quiet_logger("torch.utils.cpp_extension"):
+    with _ninja_on_path(), _quiet_logger("torch.utils.cpp_extension"), _only_builder(folder):
         return cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=COMPILER_FLAGS,
                                   extra_ldflags=["-lmvec", "-fopenmp"], verbose=False)
+
+
+@contextlib.contextmanager
+def _only_builder(folder: Path) -> Iterator[None]:
+    """Hold the build folder while PyTorch builds or loads the library in it.
+
+    PyTorch takes the folder with a file named `lock` that it deletes when done; a process killed while it holds
+    it (a scheduler's SIGTERM, kill -9, the OOM killer) leaves the file behind, and every later load, even of a
+    library already built, waits for it to go, silently and forever. An flock is dropped by the kernel however
+    its process dies, so a `lock` file found while holding it is a dead build's, and is removed."""
+    with open(folder / "seqvision.flock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        (folder / "lock").unlink(missing_ok=True)
+        yield
 
 
 def _machine_tag() -> str:
