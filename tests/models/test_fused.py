@@ -136,8 +136,12 @@ def test_compiled_loops_repeat_exactly():
 
 @pytest.fixture
 def new_build(tmp_path, monkeypatch):
-    """The next fused_kernels() builds again, into an empty extensions folder; the cached module is back after."""
+    """The next fused_kernels() builds again, into an empty extensions folder, under a name of its own; the cached
+    module is back after. (PyTorch numbers the builds of one name within a process: built under the real name, a
+    broken source here made this process's next real build a new version, whose build file then made the next
+    process compile the kernels again.)"""
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))
+    monkeypatch.setattr(fused, "_machine_tag", lambda: "test")
     fused._compiled.cache_clear()
     yield
     fused._compiled.cache_clear()

@@ -123,11 +123,13 @@ def test_under_autocast_the_compiled_float32_loops_run_as_without_it(options):
 
 
 def gru_sequence_pass(sequences: torch.Tensor, gru: GRU, bf16_products: bool) -> list[torch.Tensor]:
-    """Outputs, then the gradients of the input and of the four weights, of one GRUSequence direction."""
+    """Outputs, then the gradients of the input (if it requires one) and of the four weights, of one GRUSequence
+    direction."""
     weights = [gru.weight_ih_l0, gru.bias_ih_l0, gru.weight_hh_l0, gru.bias_hh_l0]
     outputs = GRUSequence.apply(sequences, *weights, bf16_products)
     grad_outputs = torch.randn(outputs.shape, generator=torch.Generator().manual_seed(2))
-    return [outputs.detach(), *torch.autograd.grad(outputs, [sequences, *weights], grad_outputs)]
+    wanted = [sequences, *weights] if sequences.requires_grad else weights
+    return [outputs.detach(), *torch.autograd.grad(outputs, wanted, grad_outputs)]
 
 
 BF16_PRODUCTS = pytest.mark.skipif(not (fused_kernels() and fused_kernels().bf16_products_available(64)),
@@ -136,17 +138,19 @@ BF16_PRODUCTS = pytest.mark.skipif(not (fused_kernels() and fused_kernels().bf16
 
 @BF16_PRODUCTS
 @pytest.mark.parametrize("hidden", [64, 128])
-def test_compiled_bf16_products_match_the_python_loops_with_bf16_operands(hidden):
+@pytest.mark.parametrize("input_grad", [True, False], ids=["input-gradient", "no-input-gradient"])
+def test_compiled_bf16_products_match_the_python_loops_with_bf16_operands(hidden, input_grad):
     # Three steps: two recurrent products each way, few enough that a float32 difference in the last bit rarely
-    # moves a bf16 rounding. Float32 products differ from these by about 1e-3, so 2e-5 tells them apart.
+    # moves a bf16 rounding. Float32 products differ from these by about 1e-3, so 2e-5 tells them apart. Without
+    # the input's gradient (a model's first layer) the compiled backward keeps one step's gradients at a time.
     _, gru = twins(7, hidden)
-    sequences = torch.randn(3, 9, 7, requires_grad=True)
+    sequences = torch.randn(3, 9, 7, requires_grad=input_grad)
     compiled = gru_sequence_pass(sequences, gru, bf16_products=True)
     with python_loops():
         reference = gru_sequence_pass(sequences, gru, bf16_products=True)
     float32 = gru_sequence_pass(sequences, gru, bf16_products=False)
-    for name, ours, expected in zip(["outputs", "input", "weight_ih", "bias_ih", "weight_hh", "bias_hh"],
-                                    compiled, reference, strict=True):
+    names = ["outputs", *(["input"] if input_grad else []), "weight_ih", "bias_ih", "weight_hh", "bias_hh"]
+    for name, ours, expected in zip(names, compiled, reference, strict=True):
         assert torch.allclose(ours, expected, rtol=0, atol=2e-5), (name, (ours - expected).abs().max())
     assert not torch.allclose(compiled[0], float32[0], rtol=0, atol=1e-4), "no different from float32 products"
 
@@ -220,3 +224,16 @@ def test_trains_in_float32_and_under_bf16_autocast_reproducibly(tmp_path):
         first, second = (torch.load(RunFolder(runs[(precision, again)].run_dir).checkpoint("last"),
                                     weights_only=True)["state_dict"] for again in (0, 1))
         assert all(torch.equal(first[name], second[name]) for name in first), f"{precision}: same seed, same weights"
+
+
+@BF16_PRODUCTS
+@pytest.mark.parametrize("rows", [0, 1, 261])
+def test_weight_gradient_products_sum_bf16_operands_in_float32_with_mkl_or_without(rows):
+    kernels = fused_kernels()
+    left = torch.randn(300, 128).bfloat16()[:rows]
+    right = torch.randn(300, 512).bfloat16()[:rows, 128:]  # a column slice: a row stride of 512, as the loops pass
+    expected = left.double().t() @ right.double()
+    for allow_mkl in (True, False):
+        product = kernels.transposed_product_bf16(left, right, allow_mkl)
+        assert product.dtype == torch.float32 and product.shape == (128, 384)
+        torch.testing.assert_close(product.double(), expected, rtol=1e-5, atol=1e-4, msg=f"allow_mkl={allow_mkl}")

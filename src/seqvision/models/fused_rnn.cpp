@@ -17,6 +17,8 @@
 #include <math.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <vector>
 
 namespace {
@@ -48,11 +50,17 @@ void check_float(const at::Tensor& tensor, const char* name) {
               " must be a contiguous float32 CPU tensor");
 }
 
-// The GRU's recurrent products in bfloat16 (under bf16 autocast): bf16 x bf16 with float32 accumulation, through
+// The GRU's recurrent products in bfloat16 (under bf16 autocast; its weight gradients' products are ATen's bf16
+// mm, from bf16 copies the loops write as they go): bf16 x bf16 with float32 accumulation, through
 // ATen's batch-reduce GEMM, which runs them on AMX tiles or AVX-512 BF16 with the right operand packed once per
 // pass: made for small products like the GRU's (128 x 128 x 384), where it shortened the step (docs/benchmarks.md).
 // The packed operand is cut into column blocks of kProductBlock; sizes that are not multiples keep float32.
 constexpr int64_t kProductBlock = 64;
+
+// The GRU's input projection is made a few steps at a time, into a buffer of at most this many floats (4 MiB).
+// Made for the whole sequence at once, a batch of 1,000 needed a new 43 MB buffer for every call, and the page
+// faults of its first writes took most of the inference time (benchmarks/gru_speed.py).
+constexpr int64_t kProjectionElements = int64_t{1} << 20;
 
 bool bf16_products_available(int64_t size) {
   return size % kProductBlock == 0 && at::native::cpublas::could_pack(at::kBFloat16);
@@ -73,15 +81,62 @@ at::Tensor packed_bf16(const at::Tensor& matrix) {
   return packed;
 }
 
+// values -> their bfloat16 bits, rounded to nearest even as ATen's conversion rounds (NaN stays a NaN): written by
+// the loops beside the float32 values they make, where a separate conversion would read them back afterwards.
+inline uint16_t bf16_bits(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) {
+    return 0x7fc0;
+  }
+  return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+void write_bf16(const float* __restrict values, at::BFloat16* out, int64_t n) {
+  uint16_t* __restrict bits = reinterpret_cast<uint16_t*>(out);
+#pragma omp simd
+  for (int64_t k = 0; k < n; ++k) {
+    bits[k] = bf16_bits(values[k]);
+  }
+}
+
 // out (M, N) with row stride out_stride: out = (or, accumulating, +=) left (M, K), contiguous bf16, times the
-// packed (K, N)
-void product_bf16(const at::Tensor& left, const at::Tensor& packed, float* out, int64_t out_stride, bool accumulate) {
-  const int64_t m = left.size(0), k = left.size(1);
+// packed (K, N). The left operand is a pointer into the loops' buffers, which spares a tensor view at every step.
+void product_bf16(const at::BFloat16* left, int64_t m, const at::Tensor& packed, float* out, int64_t out_stride,
+                  bool accumulate) {
+  const int64_t k = packed.size(1);
   for (int64_t block = 0; block < packed.size(0); ++block) {
-    at::native::cpublas::brgemm(m, kProductBlock, k, k, kProductBlock, out_stride, accumulate,
-                                left.data_ptr<at::BFloat16>(), packed.data_ptr<at::BFloat16>() + block * k * kProductBlock,
+    at::native::cpublas::brgemm(m, kProductBlock, k, k, kProductBlock, out_stride, accumulate, left,
+                                packed.data_ptr<at::BFloat16>() + block * k * kProductBlock,
                                 out + block * kProductBlock);
   }
+}
+
+}  // namespace
+
+// MKL's bf16 x bf16 GEMM with float32 results, which x86 builds of libtorch_cpu export: weak, so that where it is
+// missing the library still loads, with a null pointer here.
+extern "C" void cblas_gemm_bf16bf16f32(int layout, int transa, int transb, int m, int n, int k, float alpha,
+                                       const at::BFloat16* a, int lda, const at::BFloat16* b, int ldb, float beta,
+                                       float* c, int ldc) __attribute__((weak));
+
+namespace {
+
+constexpr int kRowMajor = 101, kNoTranspose = 111, kTranspose = 112;  // CBLAS's enumerations
+
+// left (K, M) and right (K, N), bf16 with unit column strides -> left^T right (M, N) in float32, summed in float32:
+// the weight gradients' products, where the K rows are every step's batch. ATen's bf16 mm would round the result to
+// bf16; without MKL the same products run in float32 on the operands widened.
+at::Tensor transposed_product_bf16(const at::Tensor& left, const at::Tensor& right, bool allow_mkl) {
+  const int64_t k = left.size(0), m = left.size(1), n = right.size(1);
+  if (allow_mkl && cblas_gemm_bf16bf16f32 != nullptr && k > 0 && k <= INT32_MAX) {
+    auto out = at::empty({m, n}, left.options().dtype(at::kFloat));
+    cblas_gemm_bf16bf16f32(kRowMajor, kTranspose, kNoTranspose, m, n, k, 1.0f, left.data_ptr<at::BFloat16>(),
+                           left.stride(0), right.data_ptr<at::BFloat16>(), right.stride(0), 0.0f,
+                           out.data_ptr<float>(), n);
+    return out;
+  }
+  return at::mm(left.to(at::kFloat).t(), right.to(at::kFloat));
 }
 
 // One LSTM step on n = H * B elements. Training (Saving) leaves the gates' activations in place of their
@@ -218,8 +273,9 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_outputs, at::Tensor
 
 // models/gru_sequence.py's GRUSequence.forward. sequences (T, B, F); weight_in (3H, F) and bias_in (3H) in
 // (n, r, z) order; weight_hh (3H, H) and bias_hh (3H) in nn.GRU's (r, z, n) order.
-// -> outputs (T, B, H), reset_update (T, B, 2H), to_candidate, to_update, to_reset (T, B, H)
-// The Python loop projects the input step by step; compiled, one product over all steps is faster.
+// -> outputs (T, B, H), reset_update (T, B, 2H), to_candidate, to_update, to_reset (T, B, H), and with bf16 products
+// the outputs in bf16 (T, B, H), the operands of weight_hh's gradient (else an empty tensor)
+// The Python loop projects the input step by step; compiled, one product over a few steps is faster.
 // Without Saving (inference) only the outputs are made; the other four come back empty.
 template <bool Saving>
 std::vector<at::Tensor> gru_recurrence(const at::Tensor& sequences, const at::Tensor& weight_in,
@@ -237,25 +293,33 @@ std::vector<at::Tensor> gru_recurrence(const at::Tensor& sequences, const at::Te
   auto to_candidate = at::empty({saved_steps, batch, size}, options);
   auto to_update = at::empty({saved_steps, batch, size}, options);
   auto to_reset = at::empty({saved_steps, batch, size}, options);
-  // (T B, 3H); the feature count is spelt out, as -1 cannot be inferred for an empty batch. Both products leave
-  // out their bias, which the step's loop adds as it reads them: a bias in the product is a copy of it over the
-  // whole output first (docs/benchmarks.md: the GRU).
-  auto from_inputs = at::mm(sequences.reshape({steps * batch, sequences.size(2)}), weight_in.t());
+  // (chunk B, 3H); the feature count is spelt out, as -1 cannot be inferred for an empty batch. Both products
+  // leave out their bias, which the step's loop adds as it reads them: a bias in the product is a copy of it over
+  // the whole output first (docs/benchmarks.md: the GRU).
+  const auto inputs = sequences.reshape({steps * batch, sequences.size(2)});
+  const int64_t chunk = std::max<int64_t>(1, kProjectionElements / std::max<int64_t>(1, batch * 3 * size));
+  auto from_inputs = at::empty({std::min(chunk, steps) * batch, 3 * size}, options);
   auto from_hidden = at::zeros({batch, 3 * size}, options);  // the first step's: a zero hidden state
   const auto input_bias = bias_in.contiguous(), hidden_bias = bias_hh.contiguous();
   const float* __restrict bias_x = input_bias.data_ptr<float>();
   const float* __restrict bias_h = hidden_bias.data_ptr<float>();
   auto zero_state = at::zeros({batch, size}, options);  // read as step 0's previous state: no branch in the loop
   const auto packed_hh = bf16_products ? packed_bf16(weight_hh.t()) : at::Tensor();
-  auto previous_bf16 = bf16_products ? at::empty({batch, size}, options.dtype(at::kBFloat16)) : at::Tensor();
+  // Each step's output in bf16, the next step's operand; training keeps them all for weight_hh's gradient.
+  auto outputs_bf16 = at::empty({bf16_products ? (Saving ? steps : 1) : 0, batch, size}, options.dtype(at::kBFloat16));
   for (int64_t step = 0; step < steps; ++step) {
+    if (step % chunk == 0) {
+      const int64_t rows = std::min(chunk, steps - step) * batch;
+      auto chunk_out = from_inputs.narrow(0, 0, rows);
+      at::mm_out(chunk_out, inputs.narrow(0, step * batch, rows), weight_in.t());
+    }
     if (step > 0 && bf16_products) {
-      previous_bf16.copy_(outputs[step - 1]);
-      product_bf16(previous_bf16, packed_hh, from_hidden.data_ptr<float>(), 3 * size, /*accumulate=*/false);
+      product_bf16(outputs_bf16.data_ptr<at::BFloat16>() + (Saving ? step - 1 : 0) * batch * size, batch, packed_hh,
+                   from_hidden.data_ptr<float>(), 3 * size, /*accumulate=*/false);
     } else if (step > 0) {
       at::mm_out(from_hidden, outputs[step - 1], weight_hh.t());
     }
-    const float* input_part = from_inputs.data_ptr<float>() + step * batch * 3 * size;
+    const float* input_part = from_inputs.data_ptr<float>() + (step % chunk) * batch * 3 * size;
     const float* hidden_part = from_hidden.data_ptr<float>();
     const float* previous =
         step > 0 ? outputs.data_ptr<float>() + (step - 1) * batch * size : zero_state.data_ptr<float>();
@@ -265,6 +329,7 @@ std::vector<at::Tensor> gru_recurrence(const at::Tensor& sequences, const at::Te
     float* candidate_factor = to_candidate.data_ptr<float>() + saved * size;
     float* update_factor = to_update.data_ptr<float>() + saved * size;
     float* reset_factor = to_reset.data_ptr<float>() + saved * size;
+    at::BFloat16* hidden_bf16 = bf16_products ? outputs_bf16.data_ptr<at::BFloat16>() + saved * size : nullptr;
     in_rows(batch, size, [&](int64_t first, int64_t last) {
       for (int64_t b = first; b < last; ++b) {
         const float* __restrict x = input_part + b * 3 * size;   // n, r, z
@@ -288,13 +353,16 @@ std::vector<at::Tensor> gru_recurrence(const at::Tensor& sequences, const at::Te
             reset_factor[row + j] = hidden_n * r * (1.0f - r);
           }
         }
+        if (hidden_bf16 != nullptr) {
+          write_bf16(hidden + row, hidden_bf16 + row, size);
+        }
       }
     });
   }
   if (bf16_products) {
     at::native::cpublas::brgemm_release();
   }
-  return {outputs, reset_update, to_candidate, to_update, to_reset};
+  return {outputs, reset_update, to_candidate, to_update, to_reset, outputs_bf16};
 }
 
 std::vector<at::Tensor> gru_forward(const at::Tensor& sequences, const at::Tensor& weight_in, const at::Tensor& bias_in,
@@ -317,7 +385,8 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_outputs, const at::T
                                      const at::Tensor& weight_in, const at::Tensor& weight_hh,
                                      const at::Tensor& reset_update, const at::Tensor& to_candidate,
                                      const at::Tensor& to_update, const at::Tensor& to_reset,
-                                     const at::Tensor& outputs, bool input_grad, bool bf16_products) {
+                                     const at::Tensor& outputs, const at::Tensor& outputs_bf16, bool input_grad,
+                                     bool bf16_products) {
   for (const auto& [tensor, name] : {std::pair{&grad_outputs, "grad_outputs"}, {&sequences, "sequences"},
                                      {&weight_in, "weight_in"}, {&weight_hh, "weight_hh"},
                                      {&reset_update, "reset_update"}, {&to_candidate, "to_candidate"},
@@ -327,13 +396,20 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_outputs, const at::T
   const int64_t steps = to_candidate.size(0), batch = to_candidate.size(1), size = to_candidate.size(2);
   const auto options = grad_outputs.options();
   // Every step's pre-activation gradients, (T, B, 4H): n's before and after the product with r either side of
-  // r's and z's, so [..., :3H] is the input side's (n, r, z) and [..., H:] the hidden side's (r, z, n).
-  auto grads = at::empty({steps, batch, 4 * size}, options);
+  // r's and z's, so [..., :3H] is the input side's (n, r, z) and [..., H:] the hidden side's (r, z, n). With bf16
+  // products the weight gradients take bf16 copies, and unless the input's gradient is wanted one step's suffice.
+  const bool all_steps = !bf16_products || input_grad;
+  auto grads = at::empty({all_steps ? steps : 1, batch, 4 * size}, options);
+  auto step_sums = at::empty({steps, 4 * size}, options);  // each step's sums over the batch: the bias gradients
   auto grad_hidden = grad_outputs[steps - 1].clone();
   auto grad_next = at::empty_like(grad_hidden);  // the gradient of the step before's hidden state
   auto no_gradient = at::zeros({batch, size}, options);  // step 0's "step before": no branch in the loop
   const auto packed_hh = bf16_products ? packed_bf16(weight_hh) : at::Tensor();
-  auto step_grads_bf16 = bf16_products ? at::empty({batch, 3 * size}, options.dtype(at::kBFloat16)) : at::Tensor();
+  // Both sides' pre-activation gradients in bf16, (T, B, 3H) each: the operands of the weight gradients, and the hidden
+  // side's of the step's product.
+  const auto bf16_options = options.dtype(at::kBFloat16);
+  auto input_grads_bf16 = at::empty({bf16_products ? steps : 0, batch, 3 * size}, bf16_options);
+  auto hidden_grads_bf16 = at::empty({bf16_products ? steps : 0, batch, 3 * size}, bf16_options);
   for (int64_t step = steps - 1; step >= 0; --step) {
     const float* gates = reset_update.data_ptr<float>() + step * batch * 2 * size;
     const float* candidate_factor = to_candidate.data_ptr<float>() + step * batch * size;
@@ -342,8 +418,12 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_outputs, const at::T
     const float* before =
         step > 0 ? grad_outputs.data_ptr<float>() + (step - 1) * batch * size : no_gradient.data_ptr<float>();
     const float* dh_all = grad_hidden.data_ptr<float>();
-    float* step_grads = grads.data_ptr<float>() + step * batch * 4 * size;
+    float* step_grads = grads.data_ptr<float>() + (all_steps ? step : 0) * batch * 4 * size;
     float* next = grad_next.data_ptr<float>();
+    at::BFloat16* input_side_bf16 =
+        bf16_products ? input_grads_bf16.data_ptr<at::BFloat16>() + step * batch * 3 * size : nullptr;
+    at::BFloat16* hidden_side_bf16 =  // step 0's are used by neither product
+        bf16_products && step > 0 ? hidden_grads_bf16.data_ptr<at::BFloat16>() + step * batch * 3 * size : nullptr;
     in_rows(batch, size, [&](int64_t first, int64_t last) {
       for (int64_t b = first; b < last; ++b) {
         const int64_t row = b * size;
@@ -359,15 +439,33 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_outputs, const at::T
           g[3 * size + j] = grad_n * r[j];
           next[row + j] = before[row + j] + dh[j] * r[size + j];  // the direct path through h' = ... + z h
         }
+        if (input_side_bf16 != nullptr) {
+          write_bf16(g, input_side_bf16 + b * 3 * size, 3 * size);
+        }
+        if (hidden_side_bf16 != nullptr) {
+          write_bf16(g + size, hidden_side_bf16 + b * 3 * size, 3 * size);
+        }
+      }
+    });
+    // Summed column by column, each over the batch in order while the step's gradients are in the cache: the same
+    // sums whatever the number of threads.
+    float* sums = step_sums.data_ptr<float>() + step * 4 * size;
+    in_parallel(4 * size, [&](int64_t begin, int64_t end) {
+      std::fill(sums + begin, sums + end, 0.0f);
+      for (int64_t b = 0; b < batch; ++b) {
+        const float* __restrict g = step_grads + b * 4 * size;
+#pragma omp simd
+        for (int64_t j = begin; j < end; ++j) {
+          sums[j] += g[j];
+        }
       }
     });
     if (step > 0) {
-      const auto hidden_side = grads[step].narrow(1, size, 3 * size);
       if (bf16_products) {
-        step_grads_bf16.copy_(hidden_side);
-        product_bf16(step_grads_bf16, packed_hh, grad_next.data_ptr<float>(), size, /*accumulate=*/true);
+        product_bf16(hidden_grads_bf16.data_ptr<at::BFloat16>() + step * batch * 3 * size, batch, packed_hh,
+                     grad_next.data_ptr<float>(), size, /*accumulate=*/true);
       } else {
-        grad_next.addmm_(hidden_side, weight_hh);
+        grad_next.addmm_(grads[step].narrow(1, size, 3 * size), weight_hh);
       }
       std::swap(grad_hidden, grad_next);
     }
@@ -375,19 +473,31 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_outputs, const at::T
   if (bf16_products) {
     at::native::cpublas::brgemm_release();
   }
-  auto flat = grads.view({steps * batch, 4 * size});
-  auto from_input = flat.narrow(1, 0, 3 * size);
+  auto grad_bias = step_sums.sum(0);
   // The weight gradients are made transposed, (F, 3H) and (H, 3H), and returned as transposed views: with the
   // T B rows as the inner dimension of a left operand that is read row by row, the products ran faster at the
-  // default sizes (the GRU step's time: docs/benchmarks.md, the GRU).
-  auto grad_weight_in = at::mm(sequences.reshape({steps * batch, sequences.size(2)}).t(), from_input).t();
-  auto grad_bias = flat.sum(0);
-  // The zero initial state adds nothing to weight_hh's gradient: steps 1 to T-1 against the outputs before them.
-  auto grad_weight_hh = at::mm(outputs.narrow(0, 0, steps - 1).reshape({(steps - 1) * batch, size}).t(),
-                               grads.narrow(0, 1, steps - 1).reshape({(steps - 1) * batch, 4 * size})
-                                   .narrow(1, size, 3 * size)).t();
-  auto grad_sequences = input_grad ? at::mm(from_input, weight_in).view(sequences.sizes()) : at::empty({0}, options);
-  return {grad_sequences, grad_weight_in, grad_bias, grad_weight_hh};
+  // default sizes (the GRU step's time: docs/benchmarks.md, the GRU). The zero initial state adds nothing to
+  // weight_hh's gradient: steps 1 to T-1 against the outputs before them. With bf16 products their operands are
+  // bf16 too, summed in float32.
+  const auto inputs = sequences.reshape({steps * batch, sequences.size(2)});
+  const int64_t pairs = (steps - 1) * batch;
+  at::Tensor grad_weight_in, grad_weight_hh;
+  if (bf16_products) {
+    grad_weight_in = transposed_product_bf16(inputs.to(at::kBFloat16), input_grads_bf16.view({steps * batch, 3 * size}),
+                                             true);
+    grad_weight_hh = transposed_product_bf16(outputs_bf16.narrow(0, 0, steps - 1).reshape({pairs, size}),
+                                             hidden_grads_bf16.narrow(0, 1, steps - 1).reshape({pairs, 3 * size}),
+                                             true);
+  } else {
+    auto flat = grads.view({steps * batch, 4 * size});
+    grad_weight_in = at::mm(inputs.t(), flat.narrow(1, 0, 3 * size));
+    grad_weight_hh = at::mm(outputs.narrow(0, 0, steps - 1).reshape({pairs, size}).t(),
+                            grads.narrow(0, 1, steps - 1).reshape({pairs, 4 * size}).narrow(1, size, 3 * size));
+  }
+  auto grad_sequences = input_grad
+      ? at::mm(grads.view({steps * batch, 4 * size}).narrow(1, 0, 3 * size), weight_in).view(sequences.sizes())
+      : at::empty({0}, options);
+  return {grad_sequences, grad_weight_in.t(), grad_bias, grad_weight_hh.t()};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
@@ -397,6 +507,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("gru_forward", &gru_forward, "the forward loop of models/gru_sequence.py's GRUSequence");
   module.def("gru_inference", &gru_inference, "gru_forward without saving anything for a backward pass");
   module.def("gru_backward", &gru_backward, "the backward loop of models/gru_sequence.py's GRUSequence");
+  module.def("transposed_product_bf16", &transposed_product_bf16,
+             "left^T right in float32 from bf16 operands, through MKL where allowed and available (the weight gradients)");
+  module.def("mkl_bf16_products_available", [] { return cblas_gemm_bf16bf16f32 != nullptr; },
+             "whether MKL's bf16 GEMM with float32 results was found");
   module.def("bf16_products_available", &bf16_products_available,
              "whether the GRU loops can make their recurrent products in bf16 for this hidden size");
 }

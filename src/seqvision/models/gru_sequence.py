@@ -13,11 +13,11 @@ gradients made it no faster than `nn.GRU`; accumulating them step by step made i
 applies: a pass that records gradients, on the CPU, in float32 or float64, from a zero state. Inference in
 float32 on the CPU runs a compiled loop of its own (the forward loop without what the backward pass needs).
 Under bfloat16 autocast the layer runs the compiled loops, which are faster than `nn.GRU`'s bfloat16 steps: in
-float32, except the recurrent products (h W_hh forward, its gradient backward), which take bfloat16 operands and
-accumulate in float32 where the CPU computes them natively (AMX or AVX-512 BF16) and the hidden size is a multiple
-of 64; the Python loops round the same operands, as the reference. Exporters (tracing, compiling), packed
-sequences, other devices, autocast without the compiled loops, and inference without them get `nn.GRU`'s own
-forward, with the same weights.
+float32, except the matrix products of the recurrence (h W_hh forward, its gradient backward) and of the weight
+gradients, which take bfloat16 operands and accumulate in float32 where the CPU computes them natively (AMX or
+AVX-512 BF16) and the hidden size is a multiple of 64; the Python loops round the same operands, as the reference.
+Exporters (tracing, compiling), packed sequences, other devices, autocast without the compiled loops, and inference
+without them get `nn.GRU`'s own forward, with the same weights.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ class GRUSequence(torch.autograd.Function):
     def forward(ctx: Any, sequences: torch.Tensor, weight_ih: torch.Tensor, bias_ih: torch.Tensor,
                 weight_hh: torch.Tensor, bias_hh: torch.Tensor, bf16_products: bool = False) -> torch.Tensor:
         # sequences (T, B, F), weight_ih (3H, F), bias_ih (3H), weight_hh (3H, H), bias_hh (3H) -> outputs (T, B, H)
-        # bf16_products: the recurrent products h W_hh (and their gradients) from bfloat16 operands, accumulated in
-        # float32; everything else stays float32.
+        # bf16_products: the recurrent products h W_hh, their gradients and both weight gradients from bfloat16
+        # operands, accumulated in float32; everything else stays float32.
         steps, batch, _ = sequences.shape
         size = weight_hh.shape[1]
         # The input side in (n, r, z) order lets the backward pass use one buffer for both sides' gradients.
@@ -56,9 +56,10 @@ class GRUSequence(torch.autograd.Function):
         ctx.bf16_products = bf16_products
         if ctx.kernels is not None:
             sequences = sequences.contiguous()
-            outputs, *factors = ctx.kernels.gru_forward(sequences, weight_in, bias_in, weight_hh.contiguous(),
-                                                        bias_hh.contiguous(), bf16_products)
-            ctx.save_for_backward(sequences, weight_in, weight_hh, *factors, outputs)
+            outputs, *factors, outputs_bf16 = ctx.kernels.gru_forward(sequences, weight_in, bias_in,
+                                                                      weight_hh.contiguous(), bias_hh.contiguous(),
+                                                                      bf16_products)
+            ctx.save_for_backward(sequences, weight_in, weight_hh, *factors, outputs, outputs_bf16)
             return outputs
         reset_update = sequences.new_empty(steps, batch, 2 * size)
         # d h' / d (n's pre-activation), d h' / d (z's), and d (n's pre-activation) / d (r's)
@@ -88,12 +89,14 @@ class GRUSequence(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_outputs: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         # grad_outputs (T, B, H) -> gradients of sequences (T, B, F) (if needed), weight_ih, bias_ih, weight_hh, bias_hh
-        sequences, weight_in, weight_hh, reset_update, to_candidate, to_update, to_reset, outputs = ctx.saved_tensors
+        # The compiled forward also saved its outputs in bf16 (an empty tensor without bf16 products).
+        sequences, weight_in, weight_hh, reset_update, to_candidate, to_update, to_reset, outputs, *compiled_only = (
+            ctx.saved_tensors)
         steps, batch, size = to_candidate.shape
         if ctx.kernels is not None:
             grad_sequences, grad_weight_in, grad_bias, grad_weight_hh = ctx.kernels.gru_backward(
                 grad_outputs.contiguous(), sequences, weight_in, weight_hh.contiguous(), reset_update, to_candidate,
-                to_update, to_reset, outputs, ctx.needs_input_grad[0], ctx.bf16_products)
+                to_update, to_reset, outputs, *compiled_only, ctx.needs_input_grad[0], ctx.bf16_products)
             return (grad_sequences if ctx.needs_input_grad[0] else None, gate_order_restored(grad_weight_in),
                     gate_order_restored(grad_bias[:3 * size]), grad_weight_hh, grad_bias[size:], None)
         # One step's gradients of the pre-activations, (B, 4H): n's before and after the product with r sit either
@@ -112,14 +115,19 @@ class GRUSequence(torch.autograd.Function):
             torch.mul(grad_hidden, to_update[step], out=grad_z)
             torch.mul(grad_n, to_reset[step], out=grad_r)
             torch.mul(grad_n, reset, out=grad_hidden_n)
-            grad_weight_in.addmm_(from_input.t(), sequences[step])
+            if ctx.bf16_products:
+                grad_weight_in.addmm_(bf16_rounded(from_input).t(), bf16_rounded(sequences[step]))
+            else:
+                grad_weight_in.addmm_(from_input.t(), sequences[step])
             grad_sums.add_(grads)
             if grad_sequences is not None:
                 torch.mm(from_input, weight_in, out=grad_sequences[step])
             if step > 0:  # the zero initial state adds nothing to weight_hh's gradient and needs none of its own
-                grad_weight_hh.addmm_(from_hidden.t(), outputs[step - 1])
-                grad_hidden = torch.addmm(torch.addcmul(grad_outputs[step - 1], grad_hidden, update),
-                                          bf16_rounded(from_hidden) if ctx.bf16_products else from_hidden,
+                hidden_side, previous = from_hidden, outputs[step - 1]
+                if ctx.bf16_products:
+                    hidden_side, previous = bf16_rounded(hidden_side), bf16_rounded(previous)
+                grad_weight_hh.addmm_(hidden_side.t(), previous)
+                grad_hidden = torch.addmm(torch.addcmul(grad_outputs[step - 1], grad_hidden, update), hidden_side,
                                           product_weight)
         grad_bias = grad_sums.sum(dim=0)
         return (grad_sequences, gate_order_restored(grad_weight_in), gate_order_restored(grad_bias[:3 * size]),
@@ -159,8 +167,8 @@ class GRU(nn.GRU):
                 return super().forward(input, hx)
             # The compiled loops take about half the time of nn.GRU's bfloat16 steps (ATen's loop of small ops:
             # oneDNN's fused RNN, which makes the LSTM's bf16 steps fast, has no GRU in PyTorch), so under autocast
-            # the layer runs them, in float32 but for the recurrent products in bf16 where the CPU computes them
-            # natively, and autocast applies to the layers around it.
+            # the layer runs them, in float32 but for the recurrent and weight-gradient products in bf16 where the
+            # CPU computes them natively, and autocast applies to the layers around it.
             bf16_products = (torch.get_autocast_dtype("cpu") == torch.bfloat16 and input.dtype == torch.float32
                              and input.numel() > 0 and kernels.bf16_products_available(self.hidden_size))
             with torch.autocast("cpu", enabled=False):
