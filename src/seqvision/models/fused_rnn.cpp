@@ -50,8 +50,9 @@ void check_float(const at::Tensor& tensor, const char* name) {
               " must be a contiguous float32 CPU tensor");
 }
 
-// The GRU's recurrent products in bfloat16 (under bf16 autocast; its weight gradients' products are ATen's bf16
-// mm, from bf16 copies the loops write as they go): bf16 x bf16 with float32 accumulation, through
+// The GRU's recurrent products in bfloat16 (under bf16 autocast; its other products, the input projection and the
+// weight gradients, are product_bf16_f32's, on bf16 copies the loops write as they go): bf16 x bf16 with float32
+// accumulation, through
 // ATen's batch-reduce GEMM, which runs them on AMX tiles or AVX-512 BF16 with the right operand packed once per
 // pass: made for small products like the GRU's (128 x 128 x 384), where it shortened the step (docs/benchmarks.md).
 // The packed operand is cut into column blocks of kProductBlock; sizes that are not multiples keep float32.
@@ -124,19 +125,45 @@ namespace {
 
 constexpr int kRowMajor = 101, kNoTranspose = 111, kTranspose = 112;  // CBLAS's enumerations
 
-// left (K, M) and right (K, N), bf16 with unit column strides -> left^T right (M, N) in float32, summed in float32:
-// the weight gradients' products, where the K rows are every step's batch. ATen's bf16 mm would round the result to
-// bf16; without MKL the same products run in float32 on the operands widened.
-at::Tensor transposed_product_bf16(const at::Tensor& left, const at::Tensor& right, bool allow_mkl) {
-  const int64_t k = left.size(0), m = left.size(1), n = right.size(1);
-  if (allow_mkl && cblas_gemm_bf16bf16f32 != nullptr && k > 0 && k <= INT32_MAX) {
-    auto out = at::empty({m, n}, left.options().dtype(at::kFloat));
-    cblas_gemm_bf16bf16f32(kRowMajor, kTranspose, kNoTranspose, m, n, k, 1.0f, left.data_ptr<at::BFloat16>(),
-                           left.stride(0), right.data_ptr<at::BFloat16>(), right.stride(0), 0.0f,
-                           out.data_ptr<float>(), n);
-    return out;
+// How CBLAS reads a row-major matrix view: as stored (unit column stride) or transposed (unit row stride), and its
+// leading dimension; false for any other layout.
+bool cblas_layout(const at::Tensor& matrix, int* transpose, int* leading) {
+  const int64_t rows = matrix.size(0), columns = matrix.size(1);
+  if (matrix.stride(1) == 1 && matrix.stride(0) >= std::max<int64_t>(1, columns) && matrix.stride(0) <= INT32_MAX) {
+    *transpose = kNoTranspose;
+    *leading = static_cast<int>(matrix.stride(0));
+    return true;
   }
-  return at::mm(left.to(at::kFloat).t(), right.to(at::kFloat));
+  if (matrix.stride(0) == 1 && matrix.stride(1) >= std::max<int64_t>(1, rows) && matrix.stride(1) <= INT32_MAX) {
+    *transpose = kTranspose;
+    *leading = static_cast<int>(matrix.stride(1));
+    return true;
+  }
+  return false;
+}
+
+// out (M, N), a float32 view with unit column stride = left (M, K) times right (K, N), bf16 views stored either way,
+// summed in float32: the GRU's products from bf16 operands that ATen's bf16 mm would round to bf16 (the input
+// projection and the weight gradients). Without MKL the same products run in float32 on the operands widened.
+void product_bf16_f32(const at::Tensor& left, const at::Tensor& right, at::Tensor out, bool allow_mkl) {
+  const int64_t m = left.size(0), k = left.size(1), n = right.size(1);
+  int transpose_left = 0, transpose_right = 0, left_leading = 0, right_leading = 0;
+  const bool fits = m > 0 && n > 0 && k > 0 && std::max({m, n, k}) <= INT32_MAX && out.stride(1) == 1 &&
+                    out.stride(0) >= n && out.stride(0) <= INT32_MAX &&
+                    cblas_layout(left, &transpose_left, &left_leading) &&
+                    cblas_layout(right, &transpose_right, &right_leading);
+  if (allow_mkl && cblas_gemm_bf16bf16f32 != nullptr && fits) {
+    // MKL and ATen's brgemm may both run on AMX tiles, and ATen's keeps its tile configuration loaded between calls:
+    // MKL run between two of them left them a configuration that did not fit, and the CPU raised an illegal
+    // instruction. Released before and after, each loads its own.
+    at::native::cpublas::brgemm_release();
+    cblas_gemm_bf16bf16f32(kRowMajor, transpose_left, transpose_right, m, n, k, 1.0f, left.data_ptr<at::BFloat16>(),
+                           left_leading, right.data_ptr<at::BFloat16>(), right_leading, 0.0f, out.data_ptr<float>(),
+                           static_cast<int>(out.stride(0)));
+    at::native::cpublas::brgemm_release();
+    return;
+  }
+  at::mm_out(out, left.to(at::kFloat), right.to(at::kFloat));
 }
 
 // One LSTM step on n = H * B elements. Training (Saving) leaves the gates' activations in place of their
@@ -305,13 +332,19 @@ std::vector<at::Tensor> gru_recurrence(const at::Tensor& sequences, const at::Te
   const float* __restrict bias_h = hidden_bias.data_ptr<float>();
   auto zero_state = at::zeros({batch, size}, options);  // read as step 0's previous state: no branch in the loop
   const auto packed_hh = bf16_products ? packed_bf16(weight_hh.t()) : at::Tensor();
+  const auto inputs_bf16 = bf16_products ? inputs.to(at::kBFloat16) : at::Tensor();
+  const auto weight_in_bf16 = bf16_products ? weight_in.to(at::kBFloat16) : at::Tensor();
   // Each step's output in bf16, the next step's operand; training keeps them all for weight_hh's gradient.
   auto outputs_bf16 = at::empty({bf16_products ? (Saving ? steps : 1) : 0, batch, size}, options.dtype(at::kBFloat16));
   for (int64_t step = 0; step < steps; ++step) {
     if (step % chunk == 0) {
       const int64_t rows = std::min(chunk, steps - step) * batch;
       auto chunk_out = from_inputs.narrow(0, 0, rows);
-      at::mm_out(chunk_out, inputs.narrow(0, step * batch, rows), weight_in.t());
+      if (bf16_products) {
+        product_bf16_f32(inputs_bf16.narrow(0, step * batch, rows), weight_in_bf16.t(), chunk_out, true);
+      } else {
+        at::mm_out(chunk_out, inputs.narrow(0, step * batch, rows), weight_in.t());
+      }
     }
     if (step > 0 && bf16_products) {
       product_bf16(outputs_bf16.data_ptr<at::BFloat16>() + (Saving ? step - 1 : 0) * batch * size, batch, packed_hh,
@@ -483,11 +516,12 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_outputs, const at::T
   const int64_t pairs = (steps - 1) * batch;
   at::Tensor grad_weight_in, grad_weight_hh;
   if (bf16_products) {
-    grad_weight_in = transposed_product_bf16(inputs.to(at::kBFloat16), input_grads_bf16.view({steps * batch, 3 * size}),
-                                             true);
-    grad_weight_hh = transposed_product_bf16(outputs_bf16.narrow(0, 0, steps - 1).reshape({pairs, size}),
-                                             hidden_grads_bf16.narrow(0, 1, steps - 1).reshape({pairs, 3 * size}),
-                                             true);
+    grad_weight_in = at::empty({sequences.size(2), 3 * size}, options);
+    product_bf16_f32(inputs.to(at::kBFloat16).t(), input_grads_bf16.view({steps * batch, 3 * size}), grad_weight_in,
+                     true);
+    grad_weight_hh = at::empty({size, 3 * size}, options);
+    product_bf16_f32(outputs_bf16.narrow(0, 0, steps - 1).reshape({pairs, size}).t(),
+                     hidden_grads_bf16.narrow(0, 1, steps - 1).reshape({pairs, 3 * size}), grad_weight_hh, true);
   } else {
     auto flat = grads.view({steps * batch, 4 * size});
     grad_weight_in = at::mm(inputs.t(), flat.narrow(1, 0, 3 * size));
@@ -507,8 +541,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("gru_forward", &gru_forward, "the forward loop of models/gru_sequence.py's GRUSequence");
   module.def("gru_inference", &gru_inference, "gru_forward without saving anything for a backward pass");
   module.def("gru_backward", &gru_backward, "the backward loop of models/gru_sequence.py's GRUSequence");
-  module.def("transposed_product_bf16", &transposed_product_bf16,
-             "left^T right in float32 from bf16 operands, through MKL where allowed and available (the weight gradients)");
+  module.def("product_bf16_f32", &product_bf16_f32,
+             "out = left right from bf16 operands, summed in float32, through MKL where allowed and available");
   module.def("mkl_bf16_products_available", [] { return cblas_gemm_bf16bf16f32 != nullptr; },
              "whether MKL's bf16 GEMM with float32 results was found");
   module.def("bf16_products_available", &bf16_products_available,

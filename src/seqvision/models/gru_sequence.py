@@ -13,8 +13,8 @@ gradients made it no faster than `nn.GRU`; accumulating them step by step made i
 applies: a pass that records gradients, on the CPU, in float32 or float64, from a zero state. Inference in
 float32 on the CPU runs a compiled loop of its own (the forward loop without what the backward pass needs).
 Under bfloat16 autocast the layer runs the compiled loops, which are faster than `nn.GRU`'s bfloat16 steps: in
-float32, except the matrix products of the recurrence (h W_hh forward, its gradient backward) and of the weight
-gradients, which take bfloat16 operands and accumulate in float32 where the CPU computes them natively (AMX or
+float32, except the matrix products (the input projection, h W_hh forward and its gradient backward, the weight
+gradients), which take bfloat16 operands and accumulate in float32 where the CPU computes them natively (AMX or
 AVX-512 BF16) and the hidden size is a multiple of 64; the Python loops round the same operands, as the reference.
 Exporters (tracing, compiling), packed sequences, other devices, autocast without the compiled loops, and inference
 without them get `nn.GRU`'s own forward, with the same weights.
@@ -46,8 +46,9 @@ class GRUSequence(torch.autograd.Function):
     def forward(ctx: Any, sequences: torch.Tensor, weight_ih: torch.Tensor, bias_ih: torch.Tensor,
                 weight_hh: torch.Tensor, bias_hh: torch.Tensor, bf16_products: bool = False) -> torch.Tensor:
         # sequences (T, B, F), weight_ih (3H, F), bias_ih (3H), weight_hh (3H, H), bias_hh (3H) -> outputs (T, B, H)
-        # bf16_products: the recurrent products h W_hh, their gradients and both weight gradients from bfloat16
-        # operands, accumulated in float32; everything else stays float32.
+        # bf16_products: every matrix product (the input projection, the recurrent products h W_hh and their
+        # gradients, both weight gradients) from bfloat16 operands, accumulated in float32; everything else stays
+        # float32.
         steps, batch, _ = sequences.shape
         size = weight_hh.shape[1]
         # The input side in (n, r, z) order lets the backward pass use one buffer for both sides' gradients.
@@ -68,8 +69,10 @@ class GRUSequence(torch.autograd.Function):
         hidden = sequences.new_zeros(batch, size)
         ones = sequences.new_ones(batch, size)
         product_weight = bf16_rounded(weight_hh) if bf16_products else weight_hh
+        product_inputs = bf16_rounded(sequences) if bf16_products else sequences
+        product_weight_in = bf16_rounded(weight_in) if bf16_products else weight_in
         for step in range(steps):
-            from_input = torch.addmm(bias_in, sequences[step], weight_in.t())  # (B, 3H): n, r, z
+            from_input = torch.addmm(bias_in, product_inputs[step], product_weight_in.t())  # (B, 3H): n, r, z
             product_state = bf16_rounded(hidden) if bf16_products else hidden
             from_hidden = torch.addmm(bias_hh, product_state, product_weight.t())  # (B, 3H): r, z, n
             gates = torch.sigmoid(from_input[:, size:].add_(from_hidden[:, :2 * size]), out=reset_update[step])
@@ -167,8 +170,8 @@ class GRU(nn.GRU):
                 return super().forward(input, hx)
             # The compiled loops take about half the time of nn.GRU's bfloat16 steps (ATen's loop of small ops:
             # oneDNN's fused RNN, which makes the LSTM's bf16 steps fast, has no GRU in PyTorch), so under autocast
-            # the layer runs them, in float32 but for the recurrent and weight-gradient products in bf16 where the
-            # CPU computes them natively, and autocast applies to the layers around it.
+            # the layer runs them, in float32 but for the matrix products in bf16 where the CPU computes them
+            # natively, and autocast applies to the layers around it.
             bf16_products = (torch.get_autocast_dtype("cpu") == torch.bfloat16 and input.dtype == torch.float32
                              and input.numel() > 0 and kernels.bf16_products_available(self.hidden_size))
             with torch.autocast("cpu", enabled=False):
