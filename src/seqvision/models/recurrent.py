@@ -63,8 +63,9 @@ class RecurrentClassifier(nn.Module):
     @classmethod
     def cpu_autocast_pays(cls, config: TrainConfig) -> bool:
         # nn.LSTM has a bf16 kernel on the CPU (oneDNN's fused RNN): 0.57x its float32 step. The GRU's compiled loops
-        # make their recurrent products in bf16 where the hidden size allows (0.79x its float32 step, at float32's
-        # accuracy over three seeds: docs/results.md); without them autocast would run nn.GRU's slow bf16 steps.
+        # make their products in bf16 where the hidden size allows (0.73x its float32 step in benchmarks/gru_speed.py,
+        # at float32's mean accuracy over three seeds: docs/results.md); without them autocast would run nn.GRU's
+        # slow bf16 steps.
         # nn.RNN's bf16 steps took 1.14x its float32 ones, and the explicit LSTM runs float32 loops under autocast.
         if cls.kind == "gru":
             kernels = fused_kernels()
