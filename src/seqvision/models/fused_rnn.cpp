@@ -50,12 +50,11 @@ void check_float(const at::Tensor& tensor, const char* name) {
               " must be a contiguous float32 CPU tensor");
 }
 
-// The GRU's recurrent products in bfloat16 (under bf16 autocast; its other products, the input projection and the
-// weight gradients, are product_bf16_f32's, on bf16 copies the loops write as they go): bf16 x bf16 with float32
-// accumulation, through
+// The GRU's recurrent products in bfloat16 (under bf16 autocast): bf16 x bf16 with float32 accumulation, through
 // ATen's batch-reduce GEMM, which runs them on AMX tiles or AVX-512 BF16 with the right operand packed once per
 // pass: made for small products like the GRU's (128 x 128 x 384), where it shortened the step (docs/benchmarks.md).
-// The packed operand is cut into column blocks of kProductBlock; sizes that are not multiples keep float32.
+// The packed operand is cut into column blocks of kProductBlock; sizes that are not multiples keep float32. (Its
+// other products, the input projection and the weight gradients, are product_bf16_f32's.)
 constexpr int64_t kProductBlock = 64;
 
 // The GRU's input projection is made a few steps at a time, into a buffer of at most this many floats (4 MiB).
