@@ -36,6 +36,7 @@ class ClassifierModule(L.LightningModule):
         # --ema-decay: a frozen copy that follows the trained weights, saved beside them (runs.checkpoint reads it
         # as the run's model). Frozen, so neither the optimiser nor DDP's gradient averaging sees it.
         self.averaged = copy.deepcopy(model).requires_grad_(False) if config.ema_decay else None
+        self.lightning_step_hooks = True  # decided in on_train_start: _step_hooks_in_use
 
     @property
     def evaluated_model(self) -> nn.Module:
@@ -64,12 +65,12 @@ class ClassifierModule(L.LightningModule):
             # so each step casts the weights the step before updated); only the forward pass belongs there.
             with torch.autocast(self.device.type, enabled=False):
                 share = self._share_of_global_batch(number, len(labels))
-                self.manual_backward(loss if share == 1.0 else loss * share)
+                self._backward(loss if share == 1.0 else loss * share)
                 if self.config.clip_grad:
                     # torch's own: Lightning's clip_gradients refuses a fused optimiser under any autocast, for
                     # fp16's loss scaler, which bf16 autocast does not have.
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
-                optimizer.step()
+                self._optimizer_step(optimizer)
             if self.averaged is not None:
                 self._update_average()
             self._apply_schedule()
@@ -132,6 +133,24 @@ class ClassifierModule(L.LightningModule):
         steps = len(self.trainer.train_dataloader.batches) * self.trainer.max_epochs
         self.schedule = step_schedule(self.config, steps)
         self._apply_schedule()
+        self.lightning_step_hooks = _step_hooks_in_use(self.trainer, self)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        if self.lightning_step_hooks:
+            self.manual_backward(loss)
+        else:
+            loss.backward()
+
+    def _optimizer_step(self, optimizer: Any) -> None:
+        if self.lightning_step_hooks:
+            optimizer.step()
+            return
+        # What Lightning's manual optimisation does around the step, without the hooks: count it, so that the
+        # global step, the checkpoints and a resumed run see it as they see any other.
+        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+        progress.increment_ready()
+        optimizer.optimizer.step()
+        progress.increment_completed()
 
     def on_train_epoch_start(self) -> None:
         self.trainer.train_dataloader.batches.set_epoch(self.current_epoch)
@@ -200,3 +219,25 @@ def _count_in_groups(fit_loop: dict[str, Any]) -> None:
     for scope in ("total", "current"):
         for key, count in batches[scope].items():
             batches[scope][key] = math.ceil(count / BATCHES_PER_GROUP) if finished else count // BATCHES_PER_GROUP
+
+
+STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+
+
+def _step_hooks_in_use(trainer: L.Trainer, module: L.LightningModule) -> bool:
+    """Whether each step must go through Lightning's manual_backward and optimizer step, whose hooks, run for every
+    callback and the module around every backward pass and optimiser step, took about 0.14 ms of a step
+    (docs/benchmarks.md: framework overhead). They are needed when a callback or the module overrides one of
+    those hooks or the module's backward, or where the strategy (DDP's gradient averaging) or the precision
+    (fp16's loss scaler) adds work of its own there; a default run on one device has none of these."""
+    from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+    from lightning.pytorch.strategies import SingleDeviceStrategy
+
+    plugin = trainer.precision_plugin
+    if type(trainer.strategy) is not SingleDeviceStrategy or type(plugin) not in (Precision, MixedPrecision):
+        return True
+    if getattr(plugin, "scaler", None) is not None or type(module).backward is not L.LightningModule.backward:
+        return True
+    overrides = [(module, L.LightningModule)] + [(callback, L.Callback) for callback in trainer.callbacks]
+    return any(getattr(type(hooked), name) is not getattr(base, name)
+               for hooked, base in overrides for name in STEP_HOOKS)
