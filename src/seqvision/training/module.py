@@ -226,10 +226,10 @@ STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_st
 
 def _step_hooks_in_use(trainer: L.Trainer, module: L.LightningModule) -> bool:
     """Whether each step must go through Lightning's manual_backward and optimizer step, whose hooks, run for every
-    callback and the module around every backward pass and optimiser step, took about 0.14 ms of a step
-    (docs/benchmarks.md: framework overhead). They are needed when a callback or the module overrides one of
-    those hooks or the module's backward, or where the strategy (DDP's gradient averaging) or the precision
-    (fp16's loss scaler) adds work of its own there; a default run on one device has none of these."""
+    callback and the module around every backward pass and optimiser step, took about a third of the framework's
+    cost of a step (docs/benchmarks.md: framework overhead). They are needed when a callback or the module
+    overrides one of those hooks or the module's backward, or where the strategy (DDP's gradient averaging) or the
+    precision (fp16's loss scaler) adds work of its own there; a default run on one device has none of these."""
     from lightning.pytorch.plugins.precision import MixedPrecision, Precision
     from lightning.pytorch.strategies import SingleDeviceStrategy
 
