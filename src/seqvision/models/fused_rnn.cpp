@@ -411,8 +411,8 @@ at::Tensor gru_inference(const at::Tensor& sequences, const at::Tensor& weight_i
 // models/gru_sequence.py's GRUSequence.backward, from the buffers gru_forward returned. grad_outputs (T, B, H).
 // -> gradients of sequences (T, B, F) (empty unless wanted), weight_in (3H, F) in (n, r, z) order, the biases
 // as one (4H) vector (n's input part, r, z, n's hidden part), and weight_hh (3H, H)
-// The recurrence runs step by step; the gradients it feeds (weights, biases, inputs) are then whole-sequence
-// products over every step's pre-activation gradients, kept in one (T, B, 4H) buffer.
+// The recurrence runs step by step and sums the bias gradients as it goes; the weight and input gradients are then
+// whole-sequence products over every step's pre-activation gradients (their bf16 copies under bf16 products).
 std::vector<at::Tensor> gru_backward(const at::Tensor& grad_outputs, const at::Tensor& sequences,
                                      const at::Tensor& weight_in, const at::Tensor& weight_hh,
                                      const at::Tensor& reset_update, const at::Tensor& to_candidate,
@@ -513,6 +513,8 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_outputs, const at::T
   // bf16 too, summed in float32.
   const auto inputs = sequences.reshape({steps * batch, sequences.size(2)});
   const int64_t pairs = (steps - 1) * batch;
+  // Every step's input side, (T B, 3H), where all the steps' float32 gradients were kept.
+  const auto from_input = all_steps ? grads.view({steps * batch, 4 * size}).narrow(1, 0, 3 * size) : at::Tensor();
   at::Tensor grad_weight_in, grad_weight_hh;
   if (bf16_products) {
     grad_weight_in = at::empty({sequences.size(2), 3 * size}, options);
@@ -522,14 +524,11 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& grad_outputs, const at::T
     product_bf16_f32(outputs_bf16.narrow(0, 0, steps - 1).reshape({pairs, size}).t(),
                      hidden_grads_bf16.narrow(0, 1, steps - 1).reshape({pairs, 3 * size}), grad_weight_hh, true);
   } else {
-    auto flat = grads.view({steps * batch, 4 * size});
-    grad_weight_in = at::mm(inputs.t(), flat.narrow(1, 0, 3 * size));
+    grad_weight_in = at::mm(inputs.t(), from_input);
     grad_weight_hh = at::mm(outputs.narrow(0, 0, steps - 1).reshape({pairs, size}).t(),
                             grads.narrow(0, 1, steps - 1).reshape({pairs, 4 * size}).narrow(1, size, 3 * size));
   }
-  auto grad_sequences = input_grad
-      ? at::mm(grads.view({steps * batch, 4 * size}).narrow(1, 0, 3 * size), weight_in).view(sequences.sizes())
-      : at::empty({0}, options);
+  auto grad_sequences = input_grad ? at::mm(from_input, weight_in).view(sequences.sizes()) : at::empty({0}, options);
   return {grad_sequences, grad_weight_in.t(), grad_bias, grad_weight_hh.t()};
 }
 
