@@ -131,6 +131,8 @@ class Bench:
     def fresh_model(self) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
         torch.manual_seed(self.config.seed)
         model = build_model(self.config, self.image_shape, self.classes)
+        if self.config.memory_format == "channels-last":  # as train_model lays out a preset's convolutions
+            model = model.to(memory_format=torch.channels_last)
         return model, build_optimizer(self.config, model.parameters())
 
     def batching_only(self) -> dict[str, Timing]:
