@@ -238,6 +238,12 @@ def print_table(results: dict[str, list[dict[str, Timing]]], bench: Bench, steps
     lightning = totals["seqvision"]
     print(f"\nframework overhead (seqvision epoch / bare loop - 1): "
           f"wall {100 * (lightning.wall / bare.wall - 1):+.1f}%, CPU {100 * (lightning.cpu / bare.cpu - 1):+.1f}%")
+    # The two stages of one round ran a few seconds apart, so their ratio is less exposed to the machine's
+    # drift over minutes than the ratio of the medians above.
+    paired = [100 * (PhaseClock.sum_of(ours).wall / PhaseClock.sum_of(theirs).wall - 1)
+              for ours, theirs in zip(results["seqvision"], results["bare"], strict=True)]
+    print(f"the same, round by round (wall): {', '.join(f'{p:+.1f}%' for p in paired)}; "
+          f"median {statistics.median(paired):+.1f}%")
     for name in totals:
         if name.startswith("seqvision epoch of "):
             other = totals[name]
