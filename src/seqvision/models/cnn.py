@@ -33,8 +33,8 @@ class ConvClassifier(nn.Module):
         (dropout,) = with_defaults(self.defaults, dropout=dropout)
         self.image_shape = tuple(image_shape)
         # Seed 002 applies ReLU, then the pool. Max-pooling first gives the same values and gradients (ReLU is
-        # monotonic, and both send no gradient through a window whose maximum is not positive), and the ReLU and
-        # its backward then run on a quarter of the values: about 5% of a step (docs/benchmarks.md).
+        # monotonic, and neither order sends a gradient through a window whose maximum is not positive), and the
+        # ReLU and its backward then run on a quarter of the values (tests/models/test_cnn.py, docs/benchmarks.md).
         self.features = nn.Sequential(
             nn.Conv2d(image_channels(image_shape), 32, 5, padding="same"), nn.MaxPool2d(2, ceil_mode=True), nn.ReLU(),
             nn.Conv2d(32, 64, 5, padding="same"), nn.MaxPool2d(2, ceil_mode=True), nn.ReLU(),
