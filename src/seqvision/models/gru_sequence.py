@@ -68,13 +68,11 @@ class GRUSequence(torch.autograd.Function):
         outputs = sequences.new_empty(steps, batch, size)
         hidden = sequences.new_zeros(batch, size)
         ones = sequences.new_ones(batch, size)
-        product_weight = bf16_rounded(weight_hh) if bf16_products else weight_hh
-        product_inputs = bf16_rounded(sequences) if bf16_products else sequences
-        product_weight_in = bf16_rounded(weight_in) if bf16_products else weight_in
+        product_weight, product_inputs, product_weight_in = (product_operand(values, bf16_products)
+                                                             for values in (weight_hh, sequences, weight_in))
         for step in range(steps):
             from_input = torch.addmm(bias_in, product_inputs[step], product_weight_in.t())  # (B, 3H): n, r, z
-            product_state = bf16_rounded(hidden) if bf16_products else hidden
-            from_hidden = torch.addmm(bias_hh, product_state, product_weight.t())  # (B, 3H): r, z, n
+            from_hidden = torch.addmm(bias_hh, product_operand(hidden, bf16_products), product_weight.t())  # r, z, n
             gates = torch.sigmoid(from_input[:, size:].add_(from_hidden[:, :2 * size]), out=reset_update[step])
             reset, update = gates[:, :size], gates[:, size:]
             from_hidden_n = from_hidden[:, 2 * size:]
@@ -111,25 +109,21 @@ class GRUSequence(torch.autograd.Function):
         grad_sums = torch.zeros_like(grads)
         grad_sequences = torch.empty_like(sequences) if ctx.needs_input_grad[0] else None
         grad_hidden = grad_outputs[steps - 1]
-        product_weight = bf16_rounded(weight_hh) if ctx.bf16_products else weight_hh
+        product_weight, product_inputs, product_outputs = (product_operand(values, ctx.bf16_products)
+                                                           for values in (weight_hh, sequences, outputs))
         for step in range(steps - 1, -1, -1):
             reset, update = reset_update[step, :, :size], reset_update[step, :, size:]
             torch.mul(grad_hidden, to_candidate[step], out=grad_n)
             torch.mul(grad_hidden, to_update[step], out=grad_z)
             torch.mul(grad_n, to_reset[step], out=grad_r)
             torch.mul(grad_n, reset, out=grad_hidden_n)
-            if ctx.bf16_products:
-                grad_weight_in.addmm_(bf16_rounded(from_input).t(), bf16_rounded(sequences[step]))
-            else:
-                grad_weight_in.addmm_(from_input.t(), sequences[step])
+            grad_weight_in.addmm_(product_operand(from_input, ctx.bf16_products).t(), product_inputs[step])
             grad_sums.add_(grads)
             if grad_sequences is not None:
                 torch.mm(from_input, weight_in, out=grad_sequences[step])
             if step > 0:  # the zero initial state adds nothing to weight_hh's gradient and needs none of its own
-                hidden_side, previous = from_hidden, outputs[step - 1]
-                if ctx.bf16_products:
-                    hidden_side, previous = bf16_rounded(hidden_side), bf16_rounded(previous)
-                grad_weight_hh.addmm_(hidden_side.t(), previous)
+                hidden_side = product_operand(from_hidden, ctx.bf16_products)
+                grad_weight_hh.addmm_(hidden_side.t(), product_outputs[step - 1])
                 grad_hidden = torch.addmm(torch.addcmul(grad_outputs[step - 1], grad_hidden, update), hidden_side,
                                           product_weight)
         grad_bias = grad_sums.sum(dim=0)
@@ -137,10 +131,10 @@ class GRUSequence(torch.autograd.Function):
                 grad_weight_hh, grad_bias[size:], None)
 
 
-def bf16_rounded(values: torch.Tensor) -> torch.Tensor:
-    """`values` rounded to bfloat16 and back: the operands of the compiled loops' bf16 products, for the Python
-    loops that are their reference."""
-    return values.bfloat16().to(values.dtype)
+def product_operand(values: torch.Tensor, bf16_products: bool) -> torch.Tensor:
+    """`values` as a matrix product of the Python loops takes them: under bf16 products rounded to bfloat16 and
+    back, the operands of the compiled loops' bf16 products, for the Python loops that are their reference."""
+    return values.bfloat16().to(values.dtype) if bf16_products else values
 
 
 def candidate_first(rows: torch.Tensor) -> torch.Tensor:
