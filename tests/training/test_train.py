@@ -118,6 +118,36 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     assert seqvision.evaluate(out, checkpoint="last")["test_accuracy"] > 0.3
 
 
+class ShakeWeightsBeforeTheLastEpoch(L.Callback):
+    """Adds noise to every weight as the last epoch starts, so that epoch's validation loss is not the best, and
+    keeps the weights training ends with."""
+
+    def __init__(self) -> None:
+        self.final_weights: dict[str, torch.Tensor] = {}
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == trainer.max_epochs - 1:
+            with torch.no_grad():
+                for parameter in pl_module.parameters():
+                    parameter.add_(torch.randn_like(parameter), alpha=0.3)
+
+    def on_train_end(self, trainer, pl_module):
+        self.final_weights = {name: value.clone() for name, value in pl_module.state_dict().items()}
+
+
+def test_last_checkpoint_holds_the_last_epoch_when_it_is_not_the_best(tmp_path):
+    # Lightning 2.6's save_last would leave last.ckpt at the best epoch: eval --checkpoint last, and a resume or an
+    # extension of the run, would then start from weights older than its history.csv.
+    out, shaken = tmp_path / "shaken", ShakeWeightsBeforeTheLastEpoch()
+    seqvision.train(quick(epochs=3), out=out, progress=False, callbacks=[shaken])
+    run = RunFolder.open(out)
+    best, last = (torch.load(run.checkpoint(name), weights_only=True) for name in ("best", "last"))
+    assert best["epoch"] < 2, "the shaken last epoch should not have the lowest validation loss"
+    assert last["epoch"] == 2 and last["global_step"] == 3 * best["global_step"] // (best["epoch"] + 1)
+    for name, value in shaken.final_weights.items():
+        assert torch.equal(last["state_dict"][name], value), name
+
+
 def test_resume_extends_a_finished_run(tmp_path):
     out = tmp_path / "resumed"
     seqvision.train(quick(epochs=2, scheduler="none"), out=out, progress=False)

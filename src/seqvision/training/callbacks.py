@@ -200,9 +200,10 @@ class EpochHistory(L.Callback):
 
 
 def follow_moved_run_folder(checkpoint: dict[str, Any], current: ModelCheckpoint) -> None:
-    """Point the saved state of the run's ModelCheckpoint at `current.dirpath` when the run folder has moved since
-    the checkpoint was saved (renamed, or copied from another machine). Lightning would keep only the best
-    checkpoint's old path and forget its score, so the next epoch would be saved as best.ckpt whatever its loss."""
+    """Point the saved state of one of the run's ModelCheckpoints (best.ckpt's or last.ckpt's) at `current.dirpath`
+    when the run folder has moved since the checkpoint was saved (renamed, or copied from another machine).
+    Lightning would keep only the best checkpoint's old path and forget its score, so the next epoch would be saved
+    as best.ckpt whatever its loss."""
     state = checkpoint.get("callbacks", {}).get(current.state_key)
     if state is None or state.get("dirpath") in (None, current.dirpath):
         return

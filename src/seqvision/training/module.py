@@ -191,8 +191,8 @@ class ClassifierModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         _count_in_groups(checkpoint["loops"]["fit_loop"])
-        if self.trainer.checkpoint_callback is not None:
-            follow_moved_run_folder(checkpoint, self.trainer.checkpoint_callback)
+        for callback in self.trainer.checkpoint_callbacks:
+            follow_moved_run_folder(checkpoint, callback)
         # Restored as the last thing before training continues, so the next dropout mask is the one it would
         # have drawn had the run never stopped.
         if "random_state" in checkpoint[SECTION]:

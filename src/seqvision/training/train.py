@@ -219,10 +219,15 @@ def _build_trainer(config: TrainConfig, accelerator: str, run: RunFolder, progre
 
     interactive = progress and sys.stderr.isatty()
     callbacks: list[L.Callback] = [
-        # Saved at the very end of each epoch, after EpochHistory has written the epoch's row: a run killed at
-        # any moment has a last.ckpt whose epochs are all in history.csv.
+        # best.ckpt, the epoch of the lowest validation loss, then last.ckpt, the end of every epoch: a callback of
+        # its own, as Lightning's save_last writes last.ckpt only in an epoch that saved a best one (since 2.6).
+        # Lightning runs checkpoint callbacks last, in this order, so both are saved after EpochHistory has
+        # written the epoch's row (a run killed at any moment has a last.ckpt whose epochs are all in
+        # history.csv), and last.ckpt holds the best checkpoint's record as of its epoch.
         ModelCheckpoint(dirpath=run.checkpoints_dir, filename="best", monitor="val_loss", mode="min",
-                        save_last=True, enable_version_counter=False, save_on_train_epoch_end=True),
+                        enable_version_counter=False, save_on_train_epoch_end=True),
+        ModelCheckpoint(dirpath=run.checkpoints_dir, filename="last", enable_version_counter=False,
+                        save_on_train_epoch_end=True),
         EpochHistory(run.history_path, run.curves_path, echo=progress and not interactive),
     ]
     if config.early_stop:
