@@ -2,6 +2,7 @@
 (torch.rot90, torch.flip, pixel positions), for their seeded determinism and ranges, and in a short training run."""
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -82,6 +83,18 @@ def test_elastic_displacements_are_smooth_and_bounded_by_alpha():
     step = (displacement[..., 1:] - displacement[..., :-1]).abs().mean()
     assert step < 0.5 * displacement.abs().mean()  # about 1.3 for the unsmoothed noise
     assert gaussian_blur(torch.ones(1, 1, 5, 5), 40.0).max() <= 1.0
+
+
+@pytest.mark.parametrize("shape", [(4, 2, 28, 28), (3, 2, 27, 23), (1, 1, 5, 5)])
+@pytest.mark.parametrize("sigma", [0.3, 1.5, 4.0, 40.0])
+def test_gaussian_blur_equals_scipy_with_zeros_outside(shape, sigma):
+    from scipy.ndimage import gaussian_filter
+
+    fields = torch.rand(*shape, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    # scipy's window, like seqvision's, runs to 3 sigma each side and its weights sum to 1 over all of it.
+    expected = gaussian_filter(fields.double().numpy(), sigma, mode="constant", radius=math.ceil(3 * sigma),
+                               axes=(2, 3))
+    torch.testing.assert_close(gaussian_blur(fields, sigma), torch.from_numpy(expected).float(), atol=1e-6, rtol=0)
 
 
 def test_parameters_stay_in_their_ranges():
