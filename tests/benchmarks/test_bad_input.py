@@ -37,6 +37,7 @@ MNIST_SCRIPTS = {
     "inference_speed.py": ["{run}"],
     "serving_load.py": ["{run}", "--requests", "1"],
     "default_command.py": ["--seeds", "0", "--train-limit", "100"],
+    "augment_speed.py": ["--rounds", "1"],
 }
 # These import torch and Lightning before they can look for the data: seconds each.
 SLOW_MNIST_SCRIPTS = {
