@@ -66,12 +66,12 @@ def main() -> None:
     splits = load_dataset(config.dataset, config.data_dir, config)
     variants = settings(config, args.elastic)
     started = datetime.now().strftime("%Y-%m-%d %H:%M")
-    epoch_seconds(variants[next(iter(reversed(variants)))], splits)
+    epoch_seconds(list(variants.values())[-1], splits)
     seconds: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.rounds):
         for name, variant in variants.items():
             seconds[name].append(epoch_seconds(variant, splits))
-    baseline = statistics.median(next(iter(seconds.values())))
+    baseline = statistics.median(seconds["no augmentation"])
     print(f"{started}, {args.config} at batch {config.batch_size}, {torch.get_num_threads()} threads, "
           f"median of {args.rounds} rounds\n")
     print("| training batches of one epoch | seconds | rounds | against no augmentation |")
