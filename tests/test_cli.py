@@ -103,6 +103,20 @@ def test_train_then_eval_from_the_command_line(capsys, tmp_path):
     assert code == 0 and "identical to the metrics recorded at the end of training" in stdout
 
 
+def test_seqvision_warnings_are_one_line(capsys, tmp_path):
+    out = tmp_path / "run"
+    quiet = ("--no-progress", "--no-report")
+    assert run_cli(capsys, "train", "--dataset", "digits", "--hidden", "16", "--epochs", "1", *quiet,
+                   "--out", str(out))[0] == 0
+    first_epoch = (out / "checkpoints" / "last.ckpt").read_bytes()
+    assert run_cli(capsys, "train", "--resume", str(out), "--epochs", "2", *quiet)[0] == 0
+    (out / "checkpoints" / "last.ckpt").write_bytes(first_epoch)
+    code, stdout, err = run_cli(capsys, "eval", str(out), "--checkpoint", "last")
+    assert code == 0 and "(last checkpoint, epoch 1)" in stdout
+    assert err.startswith(f"warning: {out / 'checkpoints' / 'last.ckpt'} holds epoch 1, but")
+    assert err.count("\n") == 1 and "UserWarning" not in err
+
+
 @pytest.mark.parametrize("command", ["models", "datasets"])
 def test_listings_match_golden(capsys, golden, command):
     code, out, _ = run_cli(capsys, command)

@@ -6,12 +6,13 @@ import argparse
 import dataclasses
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from seqvision import __version__
 from seqvision.config import CHOICES, DEFAULTS, GROUPS, TrainConfig, flag
-from seqvision.errors import SeqvisionError, TrainingInterruptedError
+from seqvision.errors import SeqvisionError, SeqvisionWarning, TrainingInterruptedError
 
 TRAIN_EXAMPLES = """examples:
   seqvision train --model lstm --dataset mnist          the row-LSTM with the defaults above (~99% on MNIST)
@@ -210,7 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _offer_completion(parser)
     args = parser.parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return COMMANDS[args.command](args)
     except TrainingInterruptedError as interrupted:
         print(f"\n{interrupted}", file=sys.stderr)
         return 130
@@ -220,6 +223,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SeqvisionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """seqvision's own warnings as one line, like its errors; other libraries' in Python's usual form."""
+    if issubclass(category, SeqvisionWarning):
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def _offer_completion(parser: argparse.ArgumentParser) -> None:

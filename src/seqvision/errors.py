@@ -62,3 +62,7 @@ class PeerLostError(SeqvisionError):
 
 class StudyStorageError(SeqvisionError):
     """The storage of a hyper-parameter study (an Optuna database URL) cannot be opened or holds another study."""
+
+
+class SeqvisionWarning(UserWarning):
+    """Something the user should know that does not stop the command; the CLI prints it as one line."""

@@ -5,6 +5,7 @@ import dataclasses
 import io
 import json
 import sys
+import warnings
 
 import lightning as L
 import pytest
@@ -146,6 +147,25 @@ def test_last_checkpoint_holds_the_last_epoch_when_it_is_not_the_best(tmp_path):
     assert last["epoch"] == 2 and last["global_step"] == 3 * best["global_step"] // (best["epoch"] + 1)
     for name, value in shaken.final_weights.items():
         assert torch.equal(last["state_dict"][name], value), name
+
+
+def test_a_last_checkpoint_older_than_the_history_is_named_when_used(tmp_path):
+    # As a run folder from before 2e57239 holds it: last.ckpt at an earlier epoch than history.csv's last row.
+    out = tmp_path / "stale"
+    seqvision.train(quick(epochs=1, scheduler="none"), out=out, progress=False, report=False)
+    run = RunFolder.open(out)
+    first_epoch = run.checkpoint("last").read_bytes()
+    seqvision.train(resume=out, epochs=3, progress=False, report=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        seqvision.evaluate(out, checkpoint="last")
+    run.checkpoint("last").write_bytes(first_epoch)
+    with pytest.warns(UserWarning, match=r"holds epoch 1, but .*history.csv records 3: the weights of epochs 2 to "
+                                         r"3 were never saved.*What follows is epoch 1's"):
+        assert seqvision.evaluate(out, checkpoint="last")["epoch"] == 1
+    with pytest.warns(UserWarning, match=r"holds epoch 1, .* records 3.*Resuming trains them again"):
+        seqvision.train(resume=out, epochs=4, progress=False, report=False)
+    assert [row["epoch"] for row in history_rows(out)] == ["1", "2", "3", "4"]
 
 
 def test_resume_extends_a_finished_run(tmp_path):

@@ -22,6 +22,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+from seqvision.errors import SeqvisionWarning
+
 if TYPE_CHECKING:
     import torch
 
@@ -74,7 +76,8 @@ def _compiled() -> ModuleType | None:
         reason = next((line.strip() for line in lines if any(sign in line for sign in CAUSES)), lines[-1])
         warnings.warn(f"seqvision could not compile its fused LSTM/GRU kernels ({reason}); training those models "
                       f"uses the Python loops, 1.7x to 1.9x slower per step. Install a C++ compiler (apt-get install "
-                      f"g++) and ninja (pip install ninja), or set {SWITCH}=0 to silence this.", stacklevel=3)
+                      f"g++) and ninja (pip install ninja), or set {SWITCH}=0 to silence this.",
+                      SeqvisionWarning, stacklevel=3)
         return None
 
 

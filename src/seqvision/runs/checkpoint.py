@@ -35,8 +35,9 @@ from torch import nn
 from seqvision.atomic import write_bytes_atomic
 from seqvision.config import TrainConfig
 from seqvision.data.batches import Normalisation
-from seqvision.errors import CheckpointError, ConfigError, DiskFullError, RunFolderError
+from seqvision.errors import CheckpointError, ConfigError, DiskFullError, RunFolderError, SeqvisionWarning
 from seqvision.runs.folder import RunFolder
+from seqvision.runs.history import read_history
 
 CHECKPOINT_FORMAT = 1
 SECTION = "seqvision"
@@ -190,4 +191,20 @@ def load_run_model(run: RunFolder, checkpoint: str = "best") -> tuple[nn.Module,
         raise RunFolderError(f"{run.path} has no {checkpoint} checkpoint ({path} is missing); "
                              "train it to the end of at least one epoch, or pick --checkpoint last.")
     model, description = rebuild_model(path)
+    if checkpoint == "last":
+        warn_if_history_is_ahead(run, path, description.epoch, f"What follows is epoch {description.epoch}'s.")
     return model, {"epoch": description.epoch, "checkpoint": checkpoint}
+
+
+def warn_if_history_is_ahead(run: RunFolder, path: Path, epoch: int, consequence: str) -> None:
+    """Warn when an end-of-epoch checkpoint is older than the epochs history.csv records.
+
+    A run killed between writing an epoch's row and its last.ckpt leaves one such epoch; a run folder written
+    before 2026-11-26 can leave many, since Lightning 2.6 wrote last.ckpt only in an epoch with a new best."""
+    recorded = len(read_history(run.history_path))
+    if recorded > epoch:
+        later = f"epoch {recorded}" if recorded == epoch + 1 else f"epochs {epoch + 1} to {recorded}"
+        warnings.warn(f"{path} holds epoch {epoch}, but {run.history_path} records {recorded}: the weights of "
+                      f"{later} were never saved (the run stopped before that checkpoint was written, or seqvision "
+                      f"before 2026-11-26 wrote last.ckpt only when the validation loss improved). {consequence}",
+                      SeqvisionWarning, stacklevel=3)

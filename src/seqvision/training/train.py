@@ -31,7 +31,7 @@ from seqvision.errors import ConfigError, DiskFullError, TrainingDivergedError, 
 from seqvision.models import build_model, get_model_entry, resolve_model_options
 from seqvision.models.fused import build_for
 from seqvision.models.summary import model_summary
-from seqvision.runs.checkpoint import describe, read_checkpoint
+from seqvision.runs.checkpoint import describe, description_of, read_checkpoint, warn_if_history_is_ahead
 from seqvision.runs.folder import RunFolder
 from seqvision.training.callbacks import (
     AtomicCheckpointIO,
@@ -124,11 +124,14 @@ def _train(config: TrainConfig, run: RunFolder, resume: str | os.PathLike[str] |
         checkpoint = None
         if resume is not None:
             checkpoint = run.resume_checkpoint()
-            read_checkpoint(checkpoint)  # a damaged or foreign file is refused here, in seqvision's words
+            saved = read_checkpoint(checkpoint)  # a damaged or foreign file is refused here, in seqvision's words
             trained = run.read_info().get("epochs_trained", 0)
             if trained >= config.epochs:
                 raise ConfigError(f"{run.path} has already trained {trained} of its {config.epochs} epochs; "
                                   f"pass --epochs N with N > {trained} to train it further.")
+            if leader and checkpoint == run.checkpoint("last"):
+                warn_if_history_is_ahead(run, checkpoint, description_of(saved, checkpoint).epoch,
+                                         "Resuming trains them again.")
         L.seed_everything(config.seed, verbose=False)
         model = build_model(config, image_shape, len(classes))
         if accelerator == "cpu":
