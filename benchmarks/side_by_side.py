@@ -2,6 +2,7 @@
 
     make bench-env     # once: the Keras environment (.venv-keras), never a dependency of seqvision
     SEQVISION_DATA=../shared/datasets .venv/bin/python benchmarks/side_by_side.py [--quick] [--only RUN]
+        [--rounds N]
 
 Each pair runs the Keras seed program (benchmarks/keras_seeds.py, under .venv-keras) and then seqvision's
 preset that reproduces it, each in its own process so peak memory is its own; then seqvision's defaults.
@@ -11,7 +12,9 @@ wall-clock training time from the start of fit (validation and checkpoints inclu
 Writes benchmarks/results/side_by_side.csv (one row per run and epoch) and prints the Markdown tables for
 docs/benchmarks.md. Everything is written at the end, to temporary names then renamed, so an interrupted
 run leaves the previous results as they were. `--quick` trains on 3,000 images for one epoch, to check the
-suite works, not to measure.
+suite works, not to measure. `--rounds N` runs every pair N times, Keras first in odd rounds and seqvision
+first in even ones, and prints each pair's speed-ups round by round with their median: this machine's speed
+drifts within minutes, and not by the same amount for both frameworks.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import json
 import os
 import re
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 KERAS_PYTHON = ROOT / ".venv-keras" / "bin" / "python"
 RESULTS = ROOT / "benchmarks" / "results" / "side_by_side.csv"
 THRESHOLDS = (0.99, 0.992, 0.995)
+ROUND_MARK = " (round "
 
 # (name, Keras program or None, seqvision config, epochs): the Keras epochs follow the issue's measured table.
 RUNS = (
@@ -141,6 +146,21 @@ def show(seconds: float | None) -> str:
     return "not reached" if seconds is None else f"{seconds:.0f} s"
 
 
+def speed_up(keras: dict, ours: dict) -> float:
+    """Keras's seconds per epoch over seqvision's."""
+    return (keras["train_seconds"][-1] / keras["epochs"]) / (ours["train_seconds"][-1] / ours["epochs"])
+
+
+def round_by_round(results: list[tuple[str, dict | None, dict]]) -> str:
+    """Each pair's speed-ups per epoch in the order measured, and their median."""
+    by_pair: dict[str, list[float]] = {}
+    for label, keras, ours in results:
+        if keras is not None:
+            by_pair.setdefault(label.split(ROUND_MARK)[0], []).append(speed_up(keras, ours))
+    return "\n".join(f"- {name}: " + ", ".join(f"{ratio:.2f}x" for ratio in ratios)
+                     + f" (median {statistics.median(ratios):.2f}x)" for name, ratios in by_pair.items())
+
+
 def tables(results: list[tuple[str, dict | None, dict]]) -> str:
     lines = ["| run | Keras: s/epoch, test acc, peak RSS | seqvision: s/epoch, test acc, peak RSS "
              "| speed-up per epoch |", "| --- | --- | --- | --- |"]
@@ -152,7 +172,7 @@ def tables(results: list[tuple[str, dict | None, dict]]) -> str:
             continue
         keras_epoch = keras["train_seconds"][-1] / keras["epochs"]
         keras_text = f"{keras_epoch:.1f}, {keras['final_test_accuracy']:.2%}, {keras['peak_rss_mib']:.0f} MiB"
-        lines.append(f"| {name} | {keras_text} | {ours_text} | {keras_epoch / ours_epoch:.2f}x |")
+        lines.append(f"| {name} | {keras_text} | {ours_text} | {speed_up(keras, ours):.2f}x |")
     lines += ["", "Time to accuracy (training seconds until the test accuracy first reaches it):", "",
               "| run | side | Keras program's final | 99.0% | 99.2% | 99.5% |", "| --- | --- | --- | --- | --- | --- |"]
     for name, keras, ours in results:
@@ -189,12 +209,17 @@ def main() -> None:
     parser.add_argument("--only", action="append", choices=[name for name, *_ in RUNS], metavar="RUN",
                         help="run only this pair (repeat for several); the CSV keeps the other runs' rows. "
                              f"Runs: {'; '.join(name for name, *_ in RUNS)}")
+    parser.add_argument("--rounds", type=int, default=1, metavar="N",
+                        help="run every pair N times, alternating which side goes first, and print the median "
+                             "speed-up of each pair [1]")
     parser.add_argument("--seqvision-side", help=argparse.SUPPRESS)
     parser.add_argument("--epochs", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--train-limit", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--scratch", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rounds < 1:
+        sys.exit(f"error: --rounds must be at least 1, not {args.rounds}.")
     if args.seqvision_side:
         seqvision_side(args.seqvision_side, args.epochs, args.train_limit, args.scratch, args.out)
         return
@@ -203,21 +228,33 @@ def main() -> None:
         sys.exit(f"error: the Keras environment {KERAS_PYTHON.parent.parent} does not exist. "
                  "Create it with `make bench-env` (TensorFlow's CPU build and Keras, about 1 GB).")
     train_limit = 3000 if args.quick else 0
+    chosen = [entry for entry in RUNS if not args.only or entry[0] in args.only]
     results = []
     with tempfile.TemporaryDirectory(prefix="seqvision-side-by-side-") as scratch:
-        for name, program, config, epochs in RUNS:
-            if args.only and name not in args.only:
-                continue
-            epochs = 1 if args.quick else epochs
-            print(f"== {name}", file=sys.stderr, flush=True)
-            keras = run_keras(program, epochs, train_limit, folder, Path(scratch)) if program else None
-            results.append((name, keras, run_seqvision(config, epochs, train_limit, Path(scratch))))
+        for round_number in range(1, args.rounds + 1):
+            round_folder = Path(scratch) / f"round-{round_number}"
+            round_folder.mkdir()
+            keras_first = round_number % 2 == 1
+            for name, program, config, epochs in chosen:
+                label = name if args.rounds == 1 else f"{name}{ROUND_MARK}{round_number})"
+                epochs = 1 if args.quick else epochs
+                print(f"== {label}", file=sys.stderr, flush=True)
+                keras = None
+                if program and keras_first:
+                    keras = run_keras(program, epochs, train_limit, folder, round_folder)
+                ours = run_seqvision(config, epochs, train_limit, round_folder)
+                if program and not keras_first:
+                    keras = run_keras(program, epochs, train_limit, folder, round_folder)
+                results.append((label, keras, ours))
     if not args.quick:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        measured = {name for name, *_ in results}
+        names = {name for name, *_ in chosen}
         earlier = list(csv.reader(io.StringIO(RESULTS.read_text())))[1:] if RESULTS.is_file() else []
-        write_text_atomic(RESULTS, csv_rows(results, [row for row in earlier if row[1] not in measured]))
+        write_text_atomic(RESULTS, csv_rows(results, [row for row in earlier
+                                                      if row[1].split(ROUND_MARK)[0] not in names]))
     print(tables(results))
+    if args.rounds > 1:
+        print("\nSpeed-up per epoch, round by round:\n\n" + round_by_round(results))
 
 
 if __name__ == "__main__":

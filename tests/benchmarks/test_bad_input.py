@@ -123,6 +123,11 @@ def test_missing_keras_environment_is_refused_with_make_bench_env(tmp_path: Path
     assert f"{tmp_path / 'repository' / '.venv-keras'} does not exist" in line and "`make bench-env`" in line, line
 
 
+def test_side_by_side_refuses_no_rounds_before_looking_for_anything(no_mnist: dict[str, str]) -> None:
+    line = refused_in_one_line(run_script(BENCHMARKS / "side_by_side.py", ["--rounds", "0"], no_mnist))
+    assert line == "error: --rounds must be at least 1, not 0.", line
+
+
 def test_keras_program_refuses_a_folder_without_mnist(tmp_path: Path) -> None:
     line = refused_in_one_line(run_script(BENCHMARKS / "keras_seeds.py", [
         "seed-000-lstm", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r.json")], dict(os.environ)))
