@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torchmetrics.functional.classification import multiclass_roc
 
 from seqvision.data.batches import InMemoryBatches, Normalisation
 from seqvision.evaluation.metrics import Predictions, classification_metrics, confusion_csv, per_class_csv, predict
@@ -80,3 +81,28 @@ def test_predict_gives_every_batch_in_order_as_one_pass_would():
         expected = model(Normalisation(0.5, 0.25).apply(torch.from_numpy(images)))
     torch.testing.assert_close(predictions.logits, expected)
     assert predictions.logits.dtype == torch.float32 and torch.equal(predictions.labels, torch.from_numpy(labels))
+
+
+def on_polyline(points: np.ndarray, corners: np.ndarray) -> np.ndarray:
+    """Whether each point lies on one of the segments joining consecutive corners."""
+    start, end = corners[:-1, None, :], corners[1:, None, :]
+    cross = (end - start)[..., 0] * (points - start)[..., 1] - (end - start)[..., 1] * (points - start)[..., 0]
+    within = ((np.minimum(start, end) <= points) & (points <= np.maximum(start, end))).all(axis=-1)
+    return (within & (np.abs(cross) < 1e-12)).any(axis=0)
+
+
+def test_roc_curves_keep_only_their_corners_and_the_same_polyline():
+    # Scores rounded to 0.05 tie often, so the curves also have diagonal steps, which must stay.
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 4, (600,), generator=generator)
+    logits = torch.randn(600, 4, generator=generator, dtype=torch.float64) + 2.0 * nn.functional.one_hot(labels, 4)
+    predictions = Predictions(((torch.softmax(logits, dim=1) * 20).round() / 20).clamp_min(1e-3).log(), labels)
+    metrics = classification_metrics(predictions, num_classes=4)
+    every_fpr, every_tpr, _ = multiclass_roc(predictions.probabilities, labels, 4)
+    for curve, fpr, tpr, auc in zip(metrics["roc"], every_fpr, every_tpr, metrics["auc"], strict=True):
+        corners = np.column_stack([curve["fpr"], curve["tpr"]])
+        every_point = np.column_stack([fpr.numpy(), tpr.numpy()])
+        assert 3 <= len(corners) < len(every_point) / 2
+        assert on_polyline(every_point, corners).all()
+        assert {tuple(point) for point in corners} <= {tuple(point) for point in every_point}
+        assert np.trapezoid(corners[:, 1], corners[:, 0]) == pytest.approx(auc, abs=1e-6)
