@@ -106,3 +106,14 @@ def test_roc_curves_keep_only_their_corners_and_the_same_polyline():
         assert on_polyline(every_point, corners).all()
         assert {tuple(point) for point in corners} <= {tuple(point) for point in every_point}
         assert np.trapezoid(corners[:, 1], corners[:, 0]) == pytest.approx(auc, abs=1e-6)
+        assert min(x for x in curve["fpr"] if x > 0) == fpr[fpr > 0].min()
+
+
+def test_a_perfect_roc_curve_keeps_where_its_logarithmic_axis_starts():
+    # Class 1 scores its positives 0.9, 0.8, 0.7 and its negatives 0.3, 0.2, 0.1: the curve runs up the left edge,
+    # then along the top, where only its first step, to a false-positive rate of 1/3, stays.
+    probabilities = torch.tensor([[0.6, 0.3, 0.1], [0.7, 0.2, 0.1], [0.05, 0.9, 0.05], [0.1, 0.8, 0.1],
+                                  [0.15, 0.7, 0.15], [0.8, 0.1, 0.1]], dtype=torch.float64)
+    labels = torch.tensor([0, 0, 1, 1, 1, 2])
+    curve = classification_metrics(Predictions(probabilities.log(), labels), num_classes=3)["roc"][1]
+    assert curve["fpr"] == pytest.approx([0, 0, 1 / 3, 1]) and curve["tpr"] == [0, 1, 1, 1]

@@ -91,10 +91,12 @@ def roc_corners(fpr: torch.Tensor, tpr: torch.Tensor) -> dict[str, list[float]]:
     """A ROC curve without the points inside its vertical and horizontal runs: the same polyline.
 
     torchmetrics gives a point per distinct score, 10,001 per class on MNIST's test set, where a good classifier's
-    curve turns a few dozen times; the points in between made metrics.json 4 MB."""
+    curve turns a few dozen times; the points in between made metrics.json 4 MB. The first point with a positive
+    false-positive rate stays too: the report's logarithmic axis starts at the smallest one."""
     vertical, horizontal = fpr[1:] == fpr[:-1], tpr[1:] == tpr[:-1]  # step i goes from point i to point i + 1
     inside_a_run = (vertical[1:] & vertical[:-1]) | (horizontal[1:] & horizontal[:-1])
     keep = torch.cat([torch.tensor([True]), ~inside_a_run, torch.tensor([True])])
+    keep[min(int(torch.count_nonzero(fpr == 0)), len(fpr) - 1)] = True  # fpr never decreases along the curve
     return {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist()}
 
 
