@@ -59,6 +59,8 @@ def test_ctrl_c_then_resume(tmp_path):
     assert result.test_metrics == seqvision.evaluate(out)
 
 
+# The kill often lands between an epoch's row in history.csv and its last.ckpt, a gap the resume names in a warning.
+@pytest.mark.filterwarnings("ignore::seqvision.errors.SeqvisionWarning")
 @pytest.mark.slow
 def test_a_killed_run_keeps_loadable_checkpoints_and_resumes(tmp_path):
     out = tmp_path / "run"

@@ -91,6 +91,8 @@ def test_ctrl_c_at_any_step_then_resume_is_exact(tmp_path, references, scheduler
     assert_same_run(out, reference.run_dir, resumed.test_metrics, reference.test_metrics)
 
 
+# The kill often lands between an epoch's row in history.csv and its last.ckpt, a gap the resume names in a warning.
+@pytest.mark.filterwarnings("ignore::seqvision.errors.SeqvisionWarning")
 @pytest.mark.slow
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
 def test_killed_process_resumes_from_its_last_checkpoint_exactly(tmp_path, references, scheduler):
