@@ -38,6 +38,7 @@ MNIST_SCRIPTS = {
     "serving_load.py": ["{run}", "--requests", "1"],
     "default_command.py": ["--seeds", "0", "--train-limit", "100"],
     "augment_speed.py": ["--rounds", "1"],
+    "gpu_suite.py": ["--quick"],
 }
 # These import torch and Lightning before they can look for the data: seconds each.
 SLOW_MNIST_SCRIPTS = {
@@ -126,6 +127,26 @@ def test_missing_keras_environment_is_refused_with_make_bench_env(tmp_path: Path
 def test_side_by_side_refuses_no_rounds_before_looking_for_anything(no_mnist: dict[str, str]) -> None:
     line = refused_in_one_line(run_script(BENCHMARKS / "side_by_side.py", ["--rounds", "0"], no_mnist))
     assert line == "error: --rounds must be at least 1, not 0.", line
+
+
+def test_gpu_suite_without_a_gpu_names_the_cpu_benchmarks(no_mnist: dict[str, str]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU, which the suite would measure")
+    line = refused_in_one_line(run_script(BENCHMARKS / "gpu_suite.py", [], no_mnist))
+    assert line.startswith("error: no CUDA GPU is visible") and "benchmarks/model_speed.py" in line, line
+    assert "--quick" in line, line
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--budget", "0"], "error: --budget must be a number of seconds above 0."),
+    (["--only", "no such training"], "error: no training matches --only; labels: lstm defaults; "),
+])
+def test_gpu_suite_refuses_bad_arguments_in_one_line(arguments: list[str], message: str,
+                                                                no_mnist: dict[str, str]) -> None:
+    line = refused_in_one_line(run_script(BENCHMARKS / "gpu_suite.py", arguments, no_mnist))
+    assert line.startswith(message), line
 
 
 def test_keras_program_refuses_a_folder_without_mnist(tmp_path: Path) -> None:
