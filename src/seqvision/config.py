@@ -119,8 +119,9 @@ class TrainConfig:
     precision: Precision = option("auto", "run", "32: float32 throughout; bf16: the forward pass under bfloat16 "
                                                  "autocast, weights and optimiser in float32 (2-3x faster steps on "
                                                  "CPUs with AVX-512 BF16; docs/benchmarks.md); auto: bf16 where the "
-                                                 "CPU or GPU computes in bfloat16 natively and it speeds the model "
-                                                 "up at float32's accuracy, else 32")
+                                                 "CPU computes in bfloat16 natively and it speeds the model up at "
+                                                 "float32's accuracy, else 32 (on GPUs too, where it measured "
+                                                 "slower)")
     memory_format: MemoryFormat = option("contiguous", "run", "layout of the convolution weights, and so of the "
                                                              "activations, while training: channels-last makes "
                                                              "bf16 convolution steps about 1.5x faster on this "

@@ -144,7 +144,7 @@ def test_gpu_suite_without_a_gpu_names_the_cpu_benchmarks(no_mnist: dict[str, st
     (["--only", "no such training"], "error: no training matches --only; labels: lstm defaults; "),
 ])
 def test_gpu_suite_refuses_bad_arguments_in_one_line(arguments: list[str], message: str,
-                                                                no_mnist: dict[str, str]) -> None:
+                                                     no_mnist: dict[str, str]) -> None:
     line = refused_in_one_line(run_script(BENCHMARKS / "gpu_suite.py", arguments, no_mnist))
     assert line.startswith(message), line
 

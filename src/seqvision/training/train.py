@@ -204,14 +204,15 @@ def _resolve_accelerator(requested: str) -> str:
 
 
 def resolve_precision(config: TrainConfig, accelerator: str) -> str:
-    """'32' or 'bf16': auto picks bf16 where the device computes in bfloat16 natively (a CUDA GPU that supports
-    it, a CPU with AVX-512 BF16 or AMX), which halved the LSTM's step at an unchanged accuracy (docs/results.md);
-    elsewhere bf16 would be emulated, slower than float32. On the CPU, a model whose steps bf16 does not shorten
-    (ModelEntry.cpu_autocast_pays) keeps float32."""
+    """'32' or 'bf16': on the CPU, auto picks bf16 where it computes in bfloat16 natively (AVX-512 BF16 or AMX),
+    which halved the LSTM's step at an unchanged accuracy (docs/results.md), except for the models whose steps bf16
+    does not shorten (ModelEntry.cpu_autocast_pays); elsewhere bf16 would be emulated, slower than float32. On a
+    GPU auto is float32: on an H100, bf16 autocast lengthened the step of every row-reading model at batch 128 and
+    1024 (1.15x to 1.58x), models too small for its casts to pay (benchmarks/gpu_suite.py, docs/benchmarks.md)."""
     if config.precision != "auto":
         return config.precision
     if accelerator == "gpu":
-        return "bf16" if torch.cuda.is_bf16_supported() else "32"
+        return "32"
     native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     return "bf16" if native and get_model_entry(config.model).cpu_autocast_pays(config) else "32"
 
