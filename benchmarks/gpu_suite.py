@@ -168,8 +168,10 @@ def describe_machine(device: str) -> dict[str, str]:
 
 
 def estimated_seconds(training: Training, step_seconds: float, epochs: int) -> float:
-    settings = dict(item.split("=") for item in training.spec.split(",") if "=" in item)
-    steps_per_epoch = -(-TRAIN_IMAGES // int(settings.get("batch_size", 128)))
+    from seqvision.config import TrainConfig, load_preset
+
+    batch_size = side_by_side.config_from_spec(training.spec, TrainConfig, load_preset).batch_size
+    steps_per_epoch = -(-TRAIN_IMAGES // batch_size)
     return epochs * (steps_per_epoch * (step_seconds + LIGHTNING_STEP_SECONDS) + TEST_PASS_SECONDS) + START_SECONDS
 
 
