@@ -218,6 +218,17 @@ def save(results: dict, out: Path | None) -> None:
         write_json_atomic(out, results)
 
 
+def read_results(path: Path) -> dict:
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        sys.exit(f"error: cannot read {path} as the suite's results ({error}); give a file that gpu_suite.py wrote "
+                 "with --out.")
+    if not isinstance(results, dict) or not {"machine", "steps", "trainings", "skipped", "failed"} <= results.keys():
+        sys.exit(f"error: {path} is not a results file of gpu_suite.py; give a file that it wrote with --out.")
+    return results
+
+
 def tables(results: dict) -> str:
     machine = results["machine"]
     lines = [f"{machine['date']}, GPU: {machine['gpu']}; torch {machine['torch']}, cuDNN {machine['cudnn']}, "
@@ -255,7 +266,7 @@ def main() -> int | None:
                         f"these results files (default {RESULTS.relative_to(ROOT)})")
     args = parser.parse_args()
     if args.report is not None:
-        print("\n\n".join(tables(json.loads(path.read_text())) for path in args.report or [RESULTS]))
+        print("\n\n".join(tables(read_results(path)) for path in args.report or [RESULTS]))
         return None
     if args.budget <= 0:
         sys.exit("error: --budget must be a number of seconds above 0.")

@@ -149,6 +149,20 @@ def test_gpu_suite_refuses_bad_arguments_in_one_line(arguments: list[str], messa
     assert line.startswith(message), line
 
 
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "error: cannot read {file} as the suite's results ("),
+    ("{not json", "error: cannot read {file} as the suite's results ("),
+    ('{"steps": []}', "error: {file} is not a results file of gpu_suite.py;"),
+])
+def test_gpu_suite_report_refuses_a_file_it_did_not_write(content: str | None, message: str, tmp_path: Path,
+                                                          no_mnist: dict[str, str]) -> None:
+    file = tmp_path / "results.json"
+    if content is not None:
+        file.write_text(content)
+    line = refused_in_one_line(run_script(BENCHMARKS / "gpu_suite.py", ["--report", str(file)], no_mnist))
+    assert line.startswith(message.format(file=file)), line
+
+
 def test_keras_program_refuses_a_folder_without_mnist(tmp_path: Path) -> None:
     line = refused_in_one_line(run_script(BENCHMARKS / "keras_seeds.py", [
         "seed-000-lstm", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r.json")], dict(os.environ)))
