@@ -232,3 +232,10 @@ def test_interrupted_frontier_write_keeps_the_old_table_and_no_partial_file(tmp_
         frontier.write_rows(table, [row, row])
     assert table.read_text() == before
     assert [path.name for path in tmp_path.iterdir()] == ["frontier.csv"]
+
+
+def test_default_command_refuses_an_unknown_revision_before_looking_for_anything(no_mnist: dict[str, str]) -> None:
+    line = refused_in_one_line(run_script(BENCHMARKS / "default_command.py", ["--versus", "no-such-revision"],
+                                          no_mnist))
+    assert line.startswith("error: --versus no-such-revision: no such commit in "), line
+    assert "for example 7219ab8" in line, line
