@@ -13,16 +13,18 @@ The scripts in benchmarks/ import this module by name: Python puts a script's ow
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shlex
 import subprocess
 import sys
+import tarfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from seqvision.errors import DatasetError, SeqvisionError
+from seqvision.errors import ConfigError, DatasetError, SeqvisionError
 
 if TYPE_CHECKING:
     from seqvision.config import TrainConfig
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 
 # This repository's datasets, relative to its root: the value its documented benchmark commands set.
 REPOSITORY_DATA = "../shared/datasets"
+REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 def mnist_folder() -> Path:
@@ -101,6 +104,27 @@ def run_config(run_dir: str | os.PathLike[str]) -> TrainConfig:
     if bundle.is_file():
         return TrainConfig.from_dict(json.loads(bundle.read_text())["config"], origin=str(bundle))
     return RunFolder.open(run_dir).load_config()
+
+
+def commit_of(revision: str) -> str:
+    """The short hash of `revision` in this repository, for the scripts' --versus; raises ConfigError (one line,
+    with the fix) when the revision or the repository is missing."""
+    try:
+        return subprocess.run(["git", "-C", str(REPOSITORY), "rev-parse", "--short", "--verify", "--quiet",
+                               f"{revision}^{{commit}}"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        raise ConfigError(f"--versus {revision}: no such commit in {REPOSITORY} (or it is not a git clone); give "
+                          "a commit of `git log`, for example 7219ab8, from a clone of seqvision") from None
+
+
+def source_at(commit: str, folder: Path) -> Path:
+    """seqvision's src/ as it was at `commit`, taken out of git (`git archive`) into `folder`: the PYTHONPATH that
+    runs that version with this interpreter."""
+    archive = subprocess.run(["git", "-C", str(REPOSITORY), "archive", commit, "src"], capture_output=True,
+                             check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder / commit, filter="data")
+    return folder / commit / "src"
 
 
 def run(main: Callable[[], int | None]) -> None:

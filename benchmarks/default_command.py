@@ -22,23 +22,18 @@ to the defaults'. Nothing is written but the run folders, in a temporary folder 
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import re
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from bench_data import require_dataset, run
-from seqvision.errors import ConfigError
-
-REPOSITORY = Path(__file__).resolve().parent.parent
+from bench_data import commit_of, require_dataset, run, source_at
 
 SEQVISION = Path(sys.executable).parent / "seqvision"
 BASE = ("--model", "lstm", "--dataset", "mnist", "--no-progress")
@@ -64,24 +59,9 @@ class Command:
     peak_rss_mib: float
 
 
-def commit_of(revision: str) -> str:
-    """The short hash of `revision` in this repository; raises ConfigError (one line, with the fix) when the
-    revision or the repository is missing."""
-    try:
-        return subprocess.run(["git", "-C", str(REPOSITORY), "rev-parse", "--short", "--verify", "--quiet",
-                               f"{revision}^{{commit}}"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        raise ConfigError(f"--versus {revision}: no such commit in {REPOSITORY} (or it is not a git clone); give "
-                          "a commit of `git log`, for example 7219ab8, from a clone of seqvision") from None
-
-
 def earlier_version(commit: str, options: list[str], folder: Path) -> Variant:
-    """seqvision's src/ at `commit`, taken out of git into `folder`, as a variant this interpreter runs."""
-    archive = subprocess.run(["git", "-C", str(REPOSITORY), "archive", commit, "src"], capture_output=True,
-                             check=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(folder / commit, filter="data")
-    env = {**os.environ, "PYTHONPATH": str(folder / commit / "src")}
+    """seqvision at `commit`, taken out of git into `folder`, as a variant this interpreter runs."""
+    env = {**os.environ, "PYTHONPATH": str(source_at(commit, folder))}
     return Variant(f"seqvision at {commit}", (sys.executable, "-m", "seqvision"), tuple(options), env)
 
 

@@ -37,6 +37,7 @@ MNIST_SCRIPTS = {
     "inference_speed.py": ["{run}"],
     "serving_load.py": ["{run}", "--requests", "1"],
     "default_command.py": ["--seeds", "0", "--train-limit", "100"],
+    "report_speed.py": ["{run}"],
     "augment_speed.py": ["--rounds", "1"],
     "gpu_suite.py": ["--quick"],
 }
@@ -234,8 +235,17 @@ def test_interrupted_frontier_write_keeps_the_old_table_and_no_partial_file(tmp_
     assert [path.name for path in tmp_path.iterdir()] == ["frontier.csv"]
 
 
-def test_default_command_refuses_an_unknown_revision_before_looking_for_anything(no_mnist: dict[str, str]) -> None:
-    line = refused_in_one_line(run_script(BENCHMARKS / "default_command.py", ["--versus", "no-such-revision"],
+@pytest.mark.parametrize("script", ["default_command.py", "report_speed.py"])
+def test_an_unknown_revision_is_refused_before_looking_for_anything(script: str, no_mnist: dict[str, str],
+                                                                   tmp_path: Path) -> None:
+    arguments = [str(mnist_run_folder(tmp_path / "run"))] if script == "report_speed.py" else []
+    line = refused_in_one_line(run_script(BENCHMARKS / script, [*arguments, "--versus", "no-such-revision"],
                                           no_mnist))
     assert line.startswith("error: --versus no-such-revision: no such commit in "), line
     assert "for example 7219ab8" in line, line
+
+
+def test_report_speed_refuses_no_rounds_before_looking_for_anything(no_mnist: dict[str, str], tmp_path: Path) -> None:
+    line = refused_in_one_line(run_script(BENCHMARKS / "report_speed.py", [str(tmp_path / "run"), "--rounds", "0"],
+                                          no_mnist))
+    assert line == "error: --rounds must be at least 1, not 0.", line
