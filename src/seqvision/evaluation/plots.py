@@ -85,13 +85,17 @@ def plot_misclassified(images: np.ndarray, true: Sequence[int], predicted: Seque
     axes.set_xlim(0, cell_width * columns)
     axes.set_ylim(cell_height * rows, 0)
     axes.axis("off")
+    height, width = images.shape[1:3] if count else (1, 1)
+    side = 1.6 / max(height, width)  # inches a pixel, the longer side of an image filling 1.6 inches
     for index in range(count):
         row, column = divmod(index, columns)
-        left, top = column * cell_width + 0.1, row * cell_height + 0.3
-        axes.imshow(images[index], cmap="gray_r", extent=(left, left + 1.6, top + 1.6, top), aspect="auto")
-        axes.text(left + 0.8, top - 0.05, f"true {class_names[true[index]]}\npredicted "
-                  f"{class_names[predicted[index]]} ({100 * confidence[index]:.0f}%)", ha="center", va="bottom",
-                  fontsize=8)
+        left = column * cell_width + (cell_width - side * width) / 2
+        top = row * cell_height + 0.3 + (1.6 - side * height) / 2
+        axes.imshow(images[index], cmap="gray_r", extent=(left, left + side * width, top + side * height, top),
+                    aspect="auto")
+        axes.text((column + 0.5) * cell_width, row * cell_height + 0.25, f"true {class_names[true[index]]}\n"
+                  f"predicted {class_names[predicted[index]]} ({100 * confidence[index]:.0f}%)", ha="center",
+                  va="bottom", fontsize=8)
     title = "Most confidently misclassified test images" if count else "No misclassified test images"
     figure.suptitle(title, fontsize=11, y=1 - 0.15 / (cell_height * rows + 0.4))
     save_figure(figure, path)
