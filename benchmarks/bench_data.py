@@ -120,7 +120,8 @@ def commit_of(revision: str) -> str:
 def source_at(commit: str, folder: Path) -> Path:
     """seqvision's src/ as it was at `commit`, taken out of git (`git archive`) into `folder`: the PYTHONPATH that
     runs that version with this interpreter."""
-    archive = subprocess.run(["git", "-C", str(REPOSITORY), "archive", commit, "src"], capture_output=True,
+    # git's own message, if any, goes to the terminal above the one-line error that `run` prints.
+    archive = subprocess.run(["git", "-C", str(REPOSITORY), "archive", commit, "src"], stdout=subprocess.PIPE,
                              check=True).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(folder / commit, filter="data")

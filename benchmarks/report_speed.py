@@ -59,7 +59,8 @@ def time_report(run_dir: Path) -> dict[str, float]:
 
 def measure_in_child(run_dir: Path, pythonpath: Path | None) -> dict[str, float]:
     env = {**os.environ, **({"PYTHONPATH": str(pythonpath)} if pythonpath else {})}
-    child = subprocess.run([sys.executable, __file__, str(run_dir), "--child"], capture_output=True, text=True,
+    # The child's errors reach the terminal, above the one-line error that `run` prints for its failure.
+    child = subprocess.run([sys.executable, __file__, str(run_dir), "--child"], stdout=subprocess.PIPE, text=True,
                            env=env, check=True)
     return json.loads(child.stdout)
 

@@ -74,8 +74,8 @@ def plot_misclassified(images: np.ndarray, true: Sequence[int], predicted: Seque
                        confidence: Sequence[float], class_names: Sequence[str], path: Path, columns: int = 6) -> None:
     """A grid of test images the model got wrong, most confident first, each titled true / predicted.
 
-    The grid is one set of axes with every image placed at its cell, not an axes per image: matplotlib lays out
-    and draws 24 axes in about a second, which was a fifth of the report's time after a default training."""
+    The grid is one set of axes with every image placed at its cell, not an axes per image: laying out and drawing
+    24 axes made this the slowest picture of the report (benchmarks/report_speed.py)."""
     plt = pyplot()
     count = len(images)
     rows = max(1, -(-count // columns))
